@@ -1,0 +1,23 @@
+# One command each: `make setup` (fresh machine, CPU, offline model), `make test`, `make bench`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup test bench lock
+
+setup:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q 'pip==26.3'
+	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
+	# AutoAWQ without its triton requirement (GPU kernels only; its CPU path never imports it).
+	$(BIN)/pip install -q --no-deps -c constraints.txt autoawq==0.2.9
+	@echo "ready: . $(BIN)/activate && doit"
+
+test:
+	$(BIN)/pytest -q
+
+bench:
+	$(BIN)/python benchmarks/build_times.py
+
+lock:
+	$(BIN)/pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu/torch==\1/' > constraints.txt

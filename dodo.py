@@ -1,0 +1,17 @@
+"""doit entry point: configuration and the stage task creators, nothing else (see tasks/)."""
+
+from tasks.base import task_base  # noqa: F401
+from tasks.dataset import task_data  # noqa: F401
+from tasks.export import task_export  # noqa: F401
+from tasks.finetune import task_finetune  # noqa: F401
+from tasks.quantize import task_quantize  # noqa: F401
+from tasks.smoke import task_smoke  # noqa: F401
+from tasks.ui import Reporter
+
+DOIT_CONFIG = {
+    "default_tasks": ["data", "base", "quantize", "finetune", "export", "smoke"],
+    "backend": "sqlite3",
+    "dep_file": ".doit.db",
+    "reporter": Reporter,
+    "verbosity": 2,
+}

@@ -1,0 +1,57 @@
+"""Read AWQ GEMM checkpoints as plain weights: W = (q - z) * s per group, computed exactly in fp32."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "generation_config.json",
+              "special_tokens_map.json")
+
+
+def dequantize_tensors(state: dict, bits: int, group_size: int) -> dict:
+    """Replace every AWQ (qweight, qzeros, scales) triple by a float32 `weight` [out, in].
+
+    AutoAWQ's own unpacking is used (nibble order [0,2,4,6,1,3,5,7]); scales are upcast first so
+    that (q - z) * s is exact rather than rounded to fp16.
+    """
+    from awq.utils.packing_utils import dequantize_gemm
+
+    out = {}
+    for key, tensor in state.items():
+        if key.endswith(".qweight"):
+            prefix = key[: -len(".qweight")]
+            w = dequantize_gemm(tensor, state[prefix + ".qzeros"], state[prefix + ".scales"].float(), bits, group_size)
+            out[prefix + ".weight"] = w.t().contiguous()
+        elif not key.endswith((".qzeros", ".scales")):
+            out[key] = tensor.float() if tensor.is_floating_point() else tensor
+    return out
+
+
+def load_awq_state(awq_dir: Path) -> dict:
+    from safetensors.torch import load_file
+
+    state = {}
+    for shard in sorted(awq_dir.glob("*.safetensors")):
+        state.update(load_file(shard))
+    return state
+
+
+def write_dequantized(awq_dir: Path, out: Path, dtype: str) -> None:
+    """Write the AWQ checkpoint as an ordinary HF checkpoint (no quantization_config) in `dtype`."""
+    import torch
+    from safetensors.torch import save_file
+
+    config = json.loads((awq_dir / "config.json").read_text())
+    qcfg = config.pop("quantization_config")
+    state = dequantize_tensors(load_awq_state(awq_dir), qcfg["bits"], qcfg["group_size"])
+    torch_dtype = getattr(torch, dtype)
+    state = {k: v.to(torch_dtype) if v.is_floating_point() else v for k, v in state.items()}
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(state, out / "model.safetensors", metadata={"format": "pt"})
+    config["dtype"] = dtype
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    for name in SIDE_FILES:
+        if (awq_dir / name).exists():
+            shutil.copy(awq_dir / name, out / name)

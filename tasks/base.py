@@ -1,0 +1,76 @@
+"""base: materialize the base HF checkpoint (the embedded tiny model, a local folder or a hub id)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from tasks.stage import Stage, task_dict
+
+STAGE = Stage(
+    name="base",
+    module=__name__,
+    doc="Materialize the base model (embedded tiny Phi-3, local folder or hub id)",
+    upstream=("data",),  # only for source: tiny, whose tokenizer is trained on the train split
+    code=("base.py", "tiny_model.py"),
+    libraries=("torch", "transformers", "tokenizers", "huggingface-hub"),
+    params=("base",),
+)
+
+# What a causal-LM checkpoint needs downstream; other files of a hub repo are not fetched.
+CHECKPOINT_FILES = ["*.json", "*.safetensors", "tokenizer.model", "*.txt", "*.py"]
+
+
+def task_base():
+    return task_dict(STAGE)
+
+
+def check_checkpoint(folder: Path, trust_remote_code: bool) -> None:
+    """Refuse a folder that is not a causal-LM checkpoint transformers can load."""
+    from tasks.child import StageError
+
+    config = folder / "config.json"
+    if not config.is_file():
+        raise StageError(f"{folder}: no config.json; not a Hugging Face checkpoint")
+    cfg = json.loads(config.read_text())
+    archs = cfg.get("architectures") or []
+    if not any(a.endswith("ForCausalLM") for a in archs):
+        raise StageError(f"{config}: architectures {archs} has no *ForCausalLM; not a causal LM")
+    if cfg.get("auto_map") and not trust_remote_code:
+        raise StageError(f"{config}: the model ships its own code; set base.trust_remote_code: true to run it")
+    if not list(folder.glob("*.safetensors")):
+        raise StageError(f"{folder}: no *.safetensors weights")
+
+
+def _copy_checkpoint(src: Path, out: Path) -> None:
+    for path in sorted(src.iterdir()):
+        if path.is_file() and any(path.match(p) for p in CHECKPOINT_FILES):
+            shutil.copy2(path, out / path.name)
+
+
+def run(params, paths, out: Path, channel) -> dict:
+    from tasks.child import StageError
+
+    cfg = params.base
+    if cfg.source == "tiny":
+        from tasks.dataset import read_jsonl
+        from tasks.tiny_model import make_tiny_model
+
+        train = read_jsonl(paths.output("data") / "train.jsonl")
+        texts = [f"{r['prompt']}\n{r['response']}" for r in train]
+        make_tiny_model(texts, out, seed=cfg.tiny.seed, vocab_size=cfg.tiny.vocab_size)
+    elif cfg.source == "local":
+        src = Path(cfg.path).expanduser()
+        if not src.is_dir():
+            raise StageError(f"params.yaml: base.path: {cfg.path} is not a folder")
+        check_checkpoint(src, cfg.trust_remote_code)
+        _copy_checkpoint(src, out)
+    else:
+        from huggingface_hub import snapshot_download
+
+        snapshot_download(cfg.model_id, revision=cfg.revision, local_dir=out, allow_patterns=CHECKPOINT_FILES)
+        shutil.rmtree(out / ".cache", ignore_errors=True)  # hub bookkeeping, not part of the model
+    check_checkpoint(out, cfg.trust_remote_code)
+    config = json.loads((out / "config.json").read_text())
+    return {"source": cfg.source, "model_type": config.get("model_type"), "layers": config.get("num_hidden_layers")}

@@ -1,0 +1,40 @@
+"""Device choice inside a stage's child process, and a tqdm that reports to the parent."""
+
+from __future__ import annotations
+
+import os
+
+
+def select(device: str, key: str) -> str:
+    """Resolve params' auto|cpu|cuda; `cuda` without a CUDA device is an error naming `key`."""
+    from tasks.child import StageError
+
+    if device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # libraries that pick "the best device" must see none
+        return "cpu"
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if device == "cuda":
+        raise StageError(f"params.yaml: {key}: cuda, but torch {torch.__version__} sees no CUDA device; use auto or cpu")
+    return "cpu"
+
+
+def reporting_tqdm(channel, bar: str):
+    """A tqdm class that also sends each step to the parent's progress bar named `bar`."""
+    from tqdm import tqdm
+
+    class _Reporting(tqdm):
+        def update(self, n=1):
+            shown = super().update(n)
+            channel.progress(bar, self.n, self.total)
+            return shown
+
+        def __iter__(self):  # tqdm keeps its count in a local while iterating: count here
+            channel.progress(bar, 0, self.total)
+            for done, item in enumerate(super().__iter__(), start=1):
+                yield item
+                channel.progress(bar, done, self.total)
+
+    return _Reporting

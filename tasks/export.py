@@ -1,0 +1,64 @@
+"""export: int4 ONNX model for onnxruntime-genai from the AWQ checkpoint, adapter as a separate file.
+
+onnxruntime-genai's model builder is called directly: Olive 0.13's ModelBuilder pass targets the
+builder API that genai >= 0.15 removed (../shared/notes/stack.md). The builder repacks the AWQ
+weights as they are, so the ONNX base keeps the AWQ grid instead of being quantized again.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from tasks.stage import Stage, task_dict
+
+STAGE = Stage(
+    name="export",
+    module=__name__,
+    doc="Build the int4 ONNX model (onnxruntime-genai) and adapter_weights.onnx_adapter",
+    upstream=("quantize", "finetune"),
+    code=("export.py", "lora_graph.py"),
+    libraries=("onnxruntime-genai", "onnxruntime-genai-cuda", "onnxruntime", "onnxruntime-gpu", "onnx", "transformers"),
+    params=("export",),
+)
+
+ADAPTER_FILE = "adapter_weights.onnx_adapter"
+
+
+def task_export():
+    return task_dict(STAGE)
+
+
+def builder_command(awq_dir: Path, out: Path, cache: Path, cfg) -> list[str]:
+    extra = [f"accuracy_level={cfg.accuracy_level}"]
+    if not cfg.int4_lm_head:
+        extra.append("nodes_to_exclude=/lm_head/MatMul")  # AWQ leaves lm_head in float; so do we
+    return [
+        sys.executable, "-m", "onnxruntime_genai.models.builder",
+        "-i", str(awq_dir), "-o", str(out), "-p", "int4", "-e", cfg.device, "-c", str(cache),
+        "--extra_options", *extra,
+    ]
+
+
+def run(params, paths, out: Path, channel) -> dict:
+    import onnx
+
+    from tasks.lora_graph import add_lora_branches, read_adapter, write_adapter
+
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=paths.models) as scratch:
+        channel.progress("build ONNX, add LoRA", 0, 3)
+        # The builder runs as its own process: it prints freely and loads the checkpoint fresh.
+        subprocess.run(builder_command(paths.output("quantize"), out, Path(scratch), params.export),
+                       check=True, cwd=scratch, stdout=sys.stderr)
+    channel.progress("build ONNX, add LoRA", 1, 3)
+    model_file = out / "model.onnx"
+    model = onnx.load(model_file, load_external_data=False)  # weights stay in model.onnx.data
+    pairs, scale = read_adapter(paths.output("finetune"))
+    weights = add_lora_branches(model, pairs, scale)
+    onnx.save(model, model_file)
+    channel.progress("build ONNX, add LoRA", 2, 3)
+    write_adapter(weights, out / ADAPTER_FILE)
+    channel.progress("build ONNX, add LoRA", 3, 3)
+    return {"device": params.export.device, "lora_branches": len(pairs), "adapter_tensors": len(weights)}

@@ -1,0 +1,102 @@
+"""finetune: LoRA trained by Olive's LoRA pass against exactly the AWQ-quantized weights.
+
+transformers 5 loads AWQ checkpoints only through gptqmodel, so the frozen base given to Olive is
+the AWQ checkpoint dequantized exactly (awq_weights.py): the adapter learns against the int4 grid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from tasks.stage import Stage, task_dict
+
+STAGE = Stage(
+    name="finetune",
+    module=__name__,
+    doc="LoRA finetune (Olive) against the dequantized AWQ weights",
+    upstream=("data", "quantize"),
+    code=("finetune.py", "awq_weights.py", "device.py"),
+    libraries=("olive-ai", "peft", "torch", "transformers", "datasets", "autoawq"),
+    params=("finetune", "template"),
+)
+
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def task_finetune():
+    return task_dict(STAGE)
+
+
+def olive_config(params, base: Path, train: Path, work: Path, dtype: str) -> dict:
+    """An Olive workflow: one LoRA pass over the train split in the lab's template."""
+    cfg = params.finetune
+    data = {
+        "name": "train_data",
+        "type": "HuggingfaceContainer",
+        "load_dataset_config": {"data_name": "json", "data_files": str(train), "split": "train"},
+        "pre_process_data_config": {"text_template": params.template, "max_seq_len": cfg.max_seq_len},
+    }
+    lora = {
+        "type": "LoRA", "train_data_config": "train_data", "torch_dtype": dtype,
+        "r": cfg.lora_r, "alpha": cfg.lora_alpha, "lora_dropout": cfg.lora_dropout,
+        "target_modules": list(cfg.target_modules),
+        "training_args": {
+            "max_steps": cfg.max_steps, "learning_rate": cfg.learning_rate, "seed": cfg.seed,
+            "per_device_train_batch_size": cfg.batch_size, "logging_steps": 1,
+            "gradient_checkpointing": cfg.gradient_checkpointing, "save_strategy": "no", "report_to": "none",
+        },
+    }
+    return {
+        "input_model": {"type": "HfModel", "model_path": str(base)},
+        "data_configs": [data],
+        "passes": {"lora": lora},
+        "output_dir": str(work / "olive-out"),
+        "cache_dir": str(work / "olive-cache"),  # a fresh cache per run: Olive keys data by path
+        "log_severity_level": 1,
+    }
+
+
+def _progress_callback(channel, total: int, losses: list):
+    from transformers import TrainerCallback
+
+    class Report(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            channel.progress("training steps", state.global_step, total)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                losses.append({"step": state.global_step, "loss": float(logs["loss"])})
+
+    return Report
+
+
+def run(params, paths, out: Path, channel) -> dict:
+    from tasks import device
+    from tasks.awq_weights import write_dequantized
+
+    dev = device.select(params.finetune.device, "finetune.device")
+    dtype = "bfloat16" if dev == "cuda" else "float32"
+    with tempfile.TemporaryDirectory(prefix=".finetune-", dir=paths.models) as scratch:
+        work = Path(scratch)
+        os.environ["HF_DATASETS_CACHE"] = str(work / "datasets")
+        write_dequantized(paths.output("quantize"), work / "base", dtype)
+        losses: list[dict] = []
+        import transformers.trainer
+        from olive.workflows import run as olive_run
+
+        # Olive builds the Trainer itself; its default callbacks are the hook for progress and loss.
+        transformers.trainer.DEFAULT_CALLBACKS.append(_progress_callback(channel, params.finetune.max_steps, losses))
+        os.chdir(work)  # Olive turns config strings naming files in the CWD into paths
+        result = olive_run(olive_config(params, work / "base", paths.output("data") / "train.jsonl", work, dtype))
+        adapter = work / "olive-out" / "adapter"
+        if not result.has_output_model() or not (adapter / "adapter_model.safetensors").is_file():
+            raise RuntimeError("Olive's LoRA pass produced no adapter (Olive logs its errors and exits 0); see the log")
+        for name in ADAPTER_FILES:
+            shutil.copy(adapter / name, out / name)
+    os.chdir(paths.root)
+    (out / "train_log.json").write_text(json.dumps({"device": dev, "dtype": dtype, "loss": losses}, indent=1) + "\n")
+    return {"device": dev, "steps": params.finetune.max_steps, "first_loss": losses[0]["loss"], "last_loss": losses[-1]["loss"]}

@@ -1,0 +1,129 @@
+"""Add LoRA branches to a Phi-3 ONNX graph built by onnxruntime-genai, and write the adapter file.
+
+After each adapted projection y = MatMulNBits(x), the graph computes y + (x @ A) @ B, where A and
+B are graph inputs with zero-size defaults: with no adapter the branch adds nothing, and
+`og.Adapters` swaps in the trained A and B (alpha / r folded into B) from `.onnx_adapter` files.
+The builder cannot do this itself from an AWQ checkpoint ("'AWQModel' object has no attribute
+'named_modules'"), and Olive's route re-quantizes the base with RTN, losing the AWQ grid.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+# peft module under model.layers.N -> ONNX projection folders under /model/layers.N/, in B-row order.
+PHI3_TARGETS = {
+    "self_attn.qkv_proj": (["attn/qkv_proj"], ["attn/q_proj", "attn/k_proj", "attn/v_proj"]),
+    "self_attn.o_proj": (["attn/o_proj"],),
+    "mlp.gate_up_proj": (["mlp/gate_up_proj"], ["mlp/gate_proj", "mlp/up_proj"]),
+    "mlp.down_proj": (["mlp/down_proj"],),
+}
+_KEY = re.compile(r"model\.layers\.(\d+)\.(.+)\.lora_([AB])\.weight$")
+PROJECTION_OPS = ("MatMulNBits", "MatMul")
+
+
+def read_adapter(adapter_dir: Path) -> tuple[dict, float]:
+    """{(layer, module): {"A": [r, in], "B": [out, r]}} as float32 numpy, and the LoRA scale."""
+    from safetensors.numpy import load_file
+
+    cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
+    r, alpha = cfg["r"], cfg["lora_alpha"]
+    scale = alpha / r**0.5 if cfg.get("use_rslora") else alpha / r
+    pairs: dict = {}
+    for key, tensor in load_file(adapter_dir / "adapter_model.safetensors").items():
+        m = _KEY.search(key)
+        if not m:
+            raise ValueError(f"{adapter_dir}: unexpected adapter tensor {key}")
+        pairs.setdefault((int(m[1]), m[2]), {})[m[3]] = tensor.astype("float32")
+    return pairs, scale
+
+
+def _projection_nodes(nodes_by_prefix: dict, layer: int, module: str) -> list:
+    """The ONNX node(s) computing a peft module, trying the fused layout first."""
+    for layout in PHI3_TARGETS[module]:
+        found = [nodes_by_prefix.get(f"/model/layers.{layer}/{folder}/") for folder in layout]
+        if all(found):
+            return found
+    raise ValueError(f"no ONNX node for model.layers.{layer}.{module}")
+
+
+def _out_features(node, default: int | None) -> int:
+    """N of a MatMulNBits node; a plain MatMul (unquantized) must be the module's only node."""
+    for attr in node.attribute:
+        if attr.name == "N":
+            return attr.i
+    if default is None:
+        raise ValueError(f"{node.name}: cannot split lora_B over unquantized projections")
+    return default
+
+
+def _io_dtype(graph):
+    return next(o.type.tensor_type.elem_type for o in graph.output if o.name == "logits")
+
+
+def add_lora_branches(model, pairs: dict, scale: float) -> dict:
+    """Insert the branches into `model` (in place); return {input name: weight} for the adapter."""
+    import numpy as np
+    from onnx import helper
+
+    graph = model.graph
+    io_type = _io_dtype(graph)
+    np_type = helper.tensor_dtype_to_np_dtype(io_type)
+    nodes_by_prefix = {}
+    for node in graph.node:
+        if node.op_type in PROJECTION_OPS:
+            nodes_by_prefix[node.name.rsplit("/", 1)[0] + "/"] = node
+    after: dict[str, list] = {}  # node name -> branch nodes to insert right after it
+    weights = {}
+    for (layer, module), ab in sorted(pairs.items()):
+        targets = _projection_nodes(nodes_by_prefix, layer, module)
+        a_name = f"model.layers.{layer}.{module}.lora_A"
+        x = targets[0].input[0]
+        k = ab["A"].shape[1]
+        weights[a_name] = np.ascontiguousarray(ab["A"].T).astype(np_type)
+        _declare(graph, a_name, io_type, [k, "lora_r"], np.zeros((k, 0), np_type))
+        after.setdefault(targets[0].name, []).append(
+            helper.make_node("MatMul", [x, a_name], [a_name + "/out"], name=a_name + "/MatMul"))
+        row = 0
+        for node in targets:
+            n = _out_features(node, ab["B"].shape[0] if len(targets) == 1 else None)
+            b_name = node.name.rsplit("/", 1)[0].lstrip("/").replace("/", ".") + ".lora_B"
+            weights[b_name] = np.ascontiguousarray((scale * ab["B"][row: row + n]).T).astype(np_type)
+            row += n
+            _declare(graph, b_name, io_type, ["lora_r", n], np.zeros((0, n), np_type))
+            y = node.output[0]
+            node.output[0] = y + "/base"
+            after.setdefault(node.name, []).extend([
+                helper.make_node("MatMul", [a_name + "/out", b_name], [b_name + "/out"], name=b_name + "/MatMul"),
+                helper.make_node("Add", [y + "/base", b_name + "/out"], [y], name=b_name + "/Add"),
+            ])
+        if row != ab["B"].shape[0]:
+            raise ValueError(f"model.layers.{layer}.{module}: lora_B has {ab['B'].shape[0]} rows, graph wants {row}")
+    ordered = []
+    for node in graph.node:
+        ordered.append(node)
+        ordered.extend(after.get(node.name, []))
+    del graph.node[:]
+    graph.node.extend(ordered)
+    return weights
+
+
+def _declare(graph, name: str, elem_type: int, dims: list, default) -> None:
+    """A graph input with a same-named initializer: overridable, zero-size when not overridden."""
+    from onnx import helper, numpy_helper
+
+    graph.input.append(helper.make_tensor_value_info(name, elem_type, dims))
+    graph.initializer.append(numpy_helper.from_array(default, name))
+
+
+def write_adapter(weights: dict, path: Path) -> None:
+    """Save the weights in onnxruntime's adapter format (what `og.Adapters.load` reads)."""
+    import onnxruntime as ort
+
+    adapter = ort.AdapterFormat()
+    adapter.set_adapter_version(1)
+    adapter.set_model_version(1)
+    adapter.set_parameters({k: ort.OrtValue.ortvalue_from_numpy(v) for k, v in weights.items()})
+    adapter.export_adapter(str(path))

@@ -1,0 +1,169 @@
+"""params.yaml: one pydantic model per stage, read and validated here and nowhere else."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+LAB_TEMPLATE = "<|user|>\n{prompt}<|end|>\n<|assistant|>\n{response}<|end|>"
+Device = Literal["auto", "cpu", "cuda"]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataParams(Section):
+    path: str = Field("data/data_sample_travel.jsonl", description="JSON-lines file of {prompt, response}.")
+    eval_fraction: float = Field(0.1, gt=0, lt=1, description="Share of distinct prompts held out.")
+    seed: int = Field(42, description="Seed of the train/eval split.")
+    head: int = Field(5, ge=0, description="Records shown after preparing, as the lab's `head`.")
+
+
+class TinyParams(Section):
+    seed: int = Field(1234, description="Seed of the random init.")
+    vocab_size: int = Field(1024, ge=300, description="Target size of the BPE vocabulary.")
+
+
+class BaseParams(Section):
+    source: Literal["tiny", "local", "hf"] = Field("tiny", description="Where the base model comes from.")
+    path: Optional[str] = Field(None, description="Folder of an HF checkpoint (source: local).")
+    model_id: Optional[str] = Field(None, description="Hub id (source: hf), e.g. microsoft/Phi-3.5-mini-instruct.")
+    revision: Optional[str] = Field(None, description="Hub revision (source: hf); pin it for repeatable builds.")
+    trust_remote_code: bool = Field(False, description="Run model code shipped with the checkpoint.")
+    tiny: TinyParams = TinyParams()
+
+    @model_validator(mode="after")
+    def _source_needs_its_key(self):
+        if self.source == "local" and not self.path:
+            raise ValueError("base.path is required when base.source is 'local'")
+        if self.source == "hf" and not self.model_id:
+            raise ValueError("base.model_id is required when base.source is 'hf'")
+        return self
+
+
+class QuantizeParams(Section):
+    w_bit: Literal[4] = Field(4, description="Weight bits (the ONNX builder reads 4-bit AWQ).")
+    q_group_size: int = Field(128, description="Input channels per quantization group.")
+    zero_point: bool = Field(True, description="Asymmetric quantization with a zero point.")
+    version: Literal["GEMM"] = Field("GEMM", description="AWQ packing; GEMM is what the ONNX builder reads.")
+    max_calib_samples: int = Field(128, ge=1, description="Calibration blocks (AutoAWQ default 128).")
+    max_calib_seq_len: int = Field(512, ge=16, description="Tokens per calibration block (default 512).")
+    device: Device = Field("auto", description="auto: cuda when present, else cpu.")
+
+    @field_validator("q_group_size")
+    @classmethod
+    def _power_of_two(cls, v: int) -> int:
+        if v < 32 or v & (v - 1):
+            raise ValueError("must be a power of two >= 32 (e.g. 128)")
+        return v
+
+
+class FinetuneParams(Section):
+    max_steps: int = Field(100, ge=1, description="Optimizer steps (the lab: 100).")
+    learning_rate: float = Field(2e-4, gt=0, description="AdamW learning rate (Olive's default).")
+    lora_r: int = Field(64, ge=1, description="LoRA rank (Olive's default).")
+    lora_alpha: float = Field(16, gt=0, description="LoRA alpha; the update is scaled by alpha / r.")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA branch.")
+    target_modules: list[str] = Field(["qkv_proj", "o_proj"], min_length=1, description="Phi-3 linears to adapt.")
+    max_seq_len: int = Field(1024, ge=16, description="Tokens per training sequence (samples are joined).")
+    batch_size: int = Field(1, ge=1, description="Sequences per device and step.")
+    seed: int = Field(0, description="Training seed.")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
+    device: Device = Field("auto", description="auto: cuda when present, else cpu.")
+
+    @field_validator("target_modules")
+    @classmethod
+    def _known_modules(cls, v: list[str]) -> list[str]:
+        known = ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
+        bad = [m for m in v if m not in known]
+        if bad:
+            raise ValueError(f"unknown Phi-3 module(s) {bad}; choose from {known}")
+        return v
+
+
+class ExportParams(Section):
+    device: Literal["cpu", "cuda"] = Field("cpu", description="Target execution provider of the ONNX model.")
+    accuracy_level: Literal[0, 1, 2, 3, 4] = Field(4, description="MatMulNBits compute type (4: int8, 1: fp32).")
+    int4_lm_head: bool = Field(False, description="Also quantize lm_head (RTN); AWQ leaves it unquantized.")
+
+
+class SmokeParams(Section):
+    prompts: list[str] = Field(["what is the best thing to see in chicago"], min_length=1)
+    max_new_tokens: int = Field(64, ge=1, description="Tokens generated per answer (greedy).")
+    adapter_name: str = Field("travel", description="Name under which the adapter is loaded.")
+    device: Device = Field("auto", description="Execution provider: auto follows export.device.")
+
+
+class Params(Section):
+    name: str = Field("tiny", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Artifacts go to models/<name>/.")
+    template: str = Field(LAB_TEMPLATE, description="Chat template of calibration, training and prompts.")
+    data: DataParams = DataParams()
+    base: BaseParams = BaseParams()
+    quantize: QuantizeParams = QuantizeParams()
+    finetune: FinetuneParams = FinetuneParams()
+    export: ExportParams = ExportParams()
+    smoke: SmokeParams = SmokeParams()
+
+    @field_validator("template")
+    @classmethod
+    def _has_fields(cls, v: str) -> str:
+        missing = [f for f in ("{prompt}", "{response}") if f not in v]
+        if missing:
+            raise ValueError(f"must contain {' and '.join(missing)}")
+        if v.index("{prompt}") > v.index("{response}"):
+            raise ValueError("{prompt} must come before {response}")
+        return v
+
+    def render(self, prompt: str, response: str | None = None) -> str:
+        """The template filled in; without a response, the text up to it (a generation prompt)."""
+        head, tail = self.template.split("{response}", 1)
+        text = head.replace("{prompt}", prompt)
+        return text if response is None else text + response + tail
+
+
+class ParamsError(ValueError):
+    """params.yaml is unreadable or invalid; the message names the file and the keys."""
+
+
+def _suggest(error: dict, model: type[BaseModel]) -> str:
+    """For an unknown key, the closest valid key of the same section."""
+    fields: type[BaseModel] | None = model
+    for part in error["loc"][:-1]:
+        info = fields.model_fields.get(str(part)) if fields else None
+        fields = info.annotation if info and isinstance(info.annotation, type) else None
+    if not fields or not issubclass(fields, BaseModel):
+        return ""
+    close = difflib.get_close_matches(str(error["loc"][-1]), list(fields.model_fields), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def format_errors(path: Path, exc: ValidationError) -> str:
+    lines = [f"{path}: invalid params"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key{_suggest(err, Params)}")
+        else:
+            lines.append(f"  {key}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_params(path: Path) -> Params:
+    """Read and validate params.yaml; raise ParamsError naming the file and every bad key."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: not found") from None
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections at the top level")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        raise ParamsError(format_errors(path, exc)) from None

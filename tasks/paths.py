@@ -1,0 +1,47 @@
+"""Every path of the build, derived from the project root and params.name (the lab's layout)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Paths:
+    root: Path
+    name: str
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models" / self.name
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    def output(self, stage: str) -> Path:
+        """The folder a stage writes (each one DVC-tracked as a whole)."""
+        return {
+            "data": self.root / "data" / "prepared",
+            "base": self.models / "base",
+            "quantize": self.models / "awq",
+            "finetune": self.models / "ft" / "adapter",
+            "export": self.models / "onnx-ao" / "model",
+            "smoke": self.models / "smoke",
+        }[stage]
+
+    def dvc_file(self, stage: str) -> Path:
+        out = self.output(stage)
+        return out.with_name(out.name + ".dvc")
+
+    def log(self, stage: str) -> Path:
+        return self.logs / f"{stage}.log"
+
+    def inside(self, relpath: str, key: str) -> Path:
+        """Resolve a path from params; refuse one that leaves the project."""
+        path = (self.root / relpath).resolve()
+        if not path.is_relative_to(self.root):
+            raise ValueError(f"params.yaml: {key}: {relpath!r} is outside the project ({self.root})")
+        return path

@@ -1,0 +1,76 @@
+"""quantize: AWQ 4-bit (activation-aware scale and clip search), calibrated on the local train split.
+
+AutoAWQ is called directly: Olive 0.13's AutoAWQQuantizer refuses to run without a GPU and its CLI
+calibrates only on a hub data set (../shared/notes/stack.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tasks.stage import Stage, task_dict
+
+STAGE = Stage(
+    name="quantize",
+    module=__name__,
+    doc="AWQ 4-bit quantization, calibrated on the train split (CUDA if present)",
+    upstream=("data", "base"),
+    code=("quantize.py", "device.py"),
+    libraries=("autoawq", "torch", "transformers", "accelerate"),
+    params=("quantize", "template"),
+)
+
+
+def task_quantize():
+    return task_dict(STAGE)
+
+
+def calibration_texts(params, train: list[dict]) -> list[str]:
+    """The train split in the chat template: the text the model will see after finetuning."""
+    return [params.render(r["prompt"], r["response"]) for r in train]
+
+
+def _check_group_size(base: Path, group: int) -> None:
+    import json
+
+    from tasks.child import StageError
+
+    config = json.loads((base / "config.json").read_text())
+    for key in ("hidden_size", "intermediate_size"):
+        if config.get(key, 0) % group:
+            raise StageError(f"quantize.q_group_size: {group} does not divide the base model's {key} ({config[key]})")
+
+
+def run(params, paths, out: Path, channel) -> dict:
+    from tasks import device
+    from tasks.child import StageError
+    from tasks.dataset import read_jsonl
+
+    cfg = params.quantize
+    dev = device.select(cfg.device, "quantize.device")
+    import awq.quantize.quantizer as awq_quantizer
+    import torch
+    from awq import AutoAWQForCausalLM
+    from transformers import AutoTokenizer
+
+    # AutoAWQ walks the layers in a tqdm loop; report it as our progress bar.
+    awq_quantizer.tqdm = device.reporting_tqdm(channel, "AWQ layers")
+    base = paths.output("base")
+    texts = calibration_texts(params, read_jsonl(paths.output("data") / "train.jsonl"))
+    _check_group_size(base, cfg.q_group_size)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    if sum(len(tokenizer.encode(t)) for t in texts[: cfg.max_calib_samples]) < cfg.max_calib_seq_len:
+        raise StageError(
+            f"quantize.max_calib_seq_len: the first {cfg.max_calib_samples} training texts hold fewer than "
+            f"{cfg.max_calib_seq_len} tokens; lower it or add data"
+        )
+    dtype = torch.float16 if dev == "cuda" else torch.float32
+    model = AutoAWQForCausalLM.from_pretrained(str(base), torch_dtype=dtype, use_cache=False, safetensors=True)
+    quant_config = {"zero_point": cfg.zero_point, "q_group_size": cfg.q_group_size, "w_bit": cfg.w_bit, "version": cfg.version}
+    model.quantize(
+        tokenizer, quant_config=quant_config, calib_data=texts,
+        max_calib_samples=cfg.max_calib_samples, max_calib_seq_len=cfg.max_calib_seq_len,
+    )
+    model.save_quantized(str(out))
+    tokenizer.save_pretrained(out)
+    return {"device": dev, "calibration_texts": min(len(texts), cfg.max_calib_samples), **quant_config}

@@ -1,0 +1,87 @@
+"""The embedded tiny Phi-3 model: a small Phi3ForCausalLM and a BPE tokenizer, made offline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+# Phi-3's chat markers. They are added as whole tokens so the lab's template tokenizes as on Phi-3.
+CHAT_TOKENS = ["<|endoftext|>", "<|user|>", "<|assistant|>", "<|end|>"]
+
+# Small, but every linear layer's input width is a multiple of AWQ's group size (128), as on the
+# real model, so quantize, finetune and export run the same code paths.
+TINY_SHAPE = {
+    "hidden_size": 256,
+    "intermediate_size": 512,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 4,
+    "max_position_embeddings": 4096,
+    "original_max_position_embeddings": 4096,
+}
+
+
+def train_tokenizer(texts: list[str], vocab_size: int):
+    """Train a byte-level BPE tokenizer on `texts` (deterministic: one thread, fixed corpus order)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=CHAT_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    return tok
+
+
+def save_tokenizer(tok, out_dir: Path) -> None:
+    """Save as a transformers fast tokenizer that onnxruntime-genai also reads (GPT-2 style BPE)."""
+    from transformers import PreTrainedTokenizerFast
+
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=CHAT_TOKENS[1:],
+    )
+    fast.save_pretrained(out_dir)
+    # onnxruntime-genai picks its tokenizer implementation from tokenizer_class.
+    cfg_path = out_dir / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["tokenizer_class"] = "GPT2Tokenizer"
+    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+
+
+def make_tiny_model(texts: list[str], out_dir: Path, seed: int, vocab_size: int) -> None:
+    """Create the tiny model and tokenizer in `out_dir`; the same inputs give the same bytes."""
+    import torch
+    from transformers import GenerationConfig, Phi3Config, Phi3ForCausalLM
+
+    torch.set_num_threads(1)  # reductions in init must not depend on the core count
+    tok = train_tokenizer(texts, vocab_size)
+    save_tokenizer(tok, out_dir)
+    end_id, eot_id = tok.token_to_id("<|end|>"), tok.token_to_id("<|endoftext|>")
+    config = Phi3Config(
+        vocab_size=tok.get_vocab_size(),
+        bos_token_id=eot_id,
+        eos_token_id=[end_id, eot_id],
+        pad_token_id=eot_id,
+        tie_word_embeddings=False,
+        rope_scaling=None,
+        sliding_window=None,
+        torch_dtype="float32",
+        **TINY_SHAPE,
+    )
+    torch.manual_seed(seed)
+    model = Phi3ForCausalLM(config).eval()
+    model.save_pretrained(out_dir, safe_serialization=True)
+    GenerationConfig(
+        bos_token_id=eot_id, eos_token_id=[end_id, eot_id], pad_token_id=eot_id, do_sample=False
+    ).save_pretrained(out_dir)

@@ -1,0 +1,99 @@
+"""The one UI layer: a rich console, doit's reporter, and progress bars for long stages."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from doit.reporter import ConsoleReporter
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+# Bound to the real stdout: doit swaps sys.stdout while actions run.
+console = Console(file=sys.__stdout__, highlight=False)
+
+
+def human_size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+class StageProgress:
+    """Progress bars (one per named loop) while a stage's child runs; they vanish when it ends."""
+
+    def __init__(self, stage: str):
+        self.stage = stage
+        self.progress = Progress(
+            TextColumn("   {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=console, transient=True,
+        )
+        self.bars: dict[str, int] = {}
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+
+    def update(self, bar: str, done: int, total: int | None) -> None:
+        if bar not in self.bars:
+            self.bars[bar] = self.progress.add_task(bar, total=total)
+        self.progress.update(self.bars[bar], completed=done, total=total)
+
+    def table(self, title: str, columns: list[str], rows: list[list[str]]) -> None:
+        table = Table(title=title, title_justify="left", show_lines=False, expand=False)
+        for col in columns:
+            table.add_column(col, overflow="fold")
+        for row in rows:
+            table.add_row(*[str(c) for c in row])
+        self.progress.console.print(table)
+
+
+class Reporter(ConsoleReporter):
+    """doit reporter: each stage's start, end, time and output size; failures with their log."""
+
+    desc = "rich stage reporter"
+
+    def __init__(self, outstream, options):
+        super().__init__(outstream, options)
+        self.started: dict[str, float] = {}
+        self.ran = 0
+
+    def execute_task(self, task):
+        self.started[task.name] = time.perf_counter()
+        console.print(f"[bold cyan]▶ {task.name}[/] [dim]{task.doc or ''}[/]")
+
+    def add_success(self, task):
+        self.ran += 1
+        seconds = time.perf_counter() - self.started.get(task.name, time.perf_counter())
+        size = task.values.get("size")
+        extra = f", {human_size(size)}" if size is not None else ""
+        console.print(f"[bold green]✔ {task.name}[/] {seconds:.1f}s{extra}")
+
+    def add_failure(self, task, fail):
+        self.failures.append({"task": task, "exception": fail})
+        message = fail.get_msg().strip() if hasattr(fail, "get_msg") else str(fail)
+        console.print(f"[bold red]✘ {task.name} failed[/]\n  {message}")
+
+    def skip_uptodate(self, task):
+        console.print(f"[dim]· {task.name} up to date[/]")
+
+    def skip_ignore(self, task):
+        console.print(f"[dim]· {task.name} ignored[/]")
+
+    def runtime_error(self, msg):
+        self.runtime_errors.append(msg)
+
+    def complete_run(self):
+        for msg in self.runtime_errors:
+            console.print(f"[bold red]error:[/] {msg}")
+        if self.failures:
+            names = ", ".join(f["task"].name for f in self.failures)
+            console.print(f"[bold red]build failed[/] in {names}; later stages did not run")
+        elif self.ran == 0 and not self.runtime_errors:
+            console.print("[green]nothing to do: every stage is up to date[/]")

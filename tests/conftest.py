@@ -1,0 +1,78 @@
+"""Fixtures: throw-away copies of the project (a git + DVC repo) and a way to run doit in them."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT_FILES = ["dodo.py", "params.yaml", "pyproject.toml", "tasks", "data/data_sample_travel.jsonl",
+                 ".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitignore"]
+
+
+@dataclass
+class Run:
+    returncode: int
+    output: str
+
+    @property
+    def ran(self) -> list[str]:
+        """Stages the reporter says finished, in order."""
+        return re.findall(r"^✔ (\w+)", self.output, flags=re.M)
+
+    @property
+    def failed(self) -> list[str]:
+        return re.findall(r"^✘ (\w+) failed", self.output, flags=re.M)
+
+
+def make_project(dest: Path) -> Path:
+    """A fresh checkout of the project's tracked sources in `dest`, as a git repository."""
+    for rel in PROJECT_FILES:
+        src, dst = ROOT / rel, dest / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dst)
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    return dest
+
+
+def doit(project: Path, *args: str, timeout: int = 900) -> Run:
+    """Run the doit CLI in `project` as a user would; the output is plain text."""
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200", "TERM": "dumb"}
+    proc = subprocess.run([sys.executable, "-m", "doit", *args], cwd=project, env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
+    return Run(proc.returncode, proc.stdout)
+
+
+def edit_params(project: Path, old: str, new: str) -> None:
+    path = project / "params.yaml"
+    text = path.read_text()
+    assert old in text, f"{old!r} not in params.yaml"
+    path.write_text(text.replace(old, new, 1))
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory) -> Path:
+    """The project built once by `doit` from a clean checkout, with the default params."""
+    project = make_project(tmp_path_factory.mktemp("built"))
+    run = doit(project)
+    assert run.returncode == 0, run.output
+    assert run.ran == ["data", "base", "quantize", "finetune", "export", "smoke"], run.output
+    return project
+
+
+@pytest.fixture
+def built_copy(built: Path, tmp_path: Path) -> Path:
+    """A private copy of the built project (artifacts, DVC cache and doit's records) to change."""
+    dest = tmp_path / "project"
+    shutil.copytree(built, dest, symlinks=True)
+    return dest

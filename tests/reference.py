@@ -1,0 +1,62 @@
+"""The torch reference: dequantized AWQ weights + the peft adapter, against the ONNX model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+PROMPT = "<|user|>\nwhat is the best thing to see in chicago<|end|>\n<|assistant|>\n"
+
+
+def _relative(a, b) -> float:
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def torch_logits(project: Path, tmp: Path):
+    """Logits of PROMPT with and without the adapter, from the dequantized AWQ model in fp32."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tasks.awq_weights import write_dequantized
+
+    models = project / "models" / "tiny"
+    write_dequantized(models / "awq", tmp, "float32")
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tmp), str(models / "ft/adapter")).eval()
+    ids = AutoTokenizer.from_pretrained(tmp)(PROMPT)["input_ids"]
+    with torch.no_grad():
+        tuned = model(torch.tensor([ids])).logits[0].numpy()
+        with model.disable_adapter():
+            plain = model(torch.tensor([ids])).logits[0].numpy()
+    return ids, tuned, plain, model.config
+
+
+def onnx_logits(onnx_dir: Path, ids: list[int], config, adapter: bool):
+    """Logits of the prompt from onnxruntime, optionally with the exported adapter active."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    feeds = {"input_ids": np.array([ids], np.int64), "attention_mask": np.ones((1, len(ids)), np.int64)}
+    head = config.hidden_size // config.num_attention_heads
+    for layer in range(config.num_hidden_layers):
+        for kind in ("key", "value"):
+            feeds[f"past_key_values.{layer}.{kind}"] = np.zeros((1, config.num_key_value_heads, 0, head), np.float32)
+    options = ort.RunOptions()
+    if adapter:
+        lora = ort.LoraAdapter()
+        lora.Load(str(onnx_dir / "adapter_weights.onnx_adapter"))
+        options.add_active_adapter(lora)
+    return session.run(["logits"], feeds, options)[0][0]
+
+
+def logits_error(project: Path):
+    """(error with adapter, size of the adapter's effect, error without adapter), relative L2."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ids, tuned, plain, config = torch_logits(project, Path(tmp))
+    onnx_dir = project / "models" / "tiny" / "onnx-ao" / "model"
+    with_adapter = onnx_logits(onnx_dir, ids, config, adapter=True)
+    without = onnx_logits(onnx_dir, ids, config, adapter=False)
+    return _relative(with_adapter, tuned), _relative(tuned, plain), _relative(without, plain)

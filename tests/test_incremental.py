@@ -1,0 +1,87 @@
+"""Incrementality and forcing: apply one change to a built project, assert exactly which stages ran.
+
+Staleness is by content: a stage re-runs when its params section, its code, its libraries or the
+content of an input changed. A rebuilt stage whose output is byte-identical (the tiny build is
+deterministic) leaves the stages after it up to date.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import doit, edit_params
+
+pytestmark = pytest.mark.slow
+
+ALL = ["data", "base", "quantize", "finetune", "export", "smoke"]
+
+
+def _append(project: Path, rel: str, text: str) -> None:
+    path = project / rel
+    path.chmod(0o644)  # DVC's hardlinked outputs are read-only, as a hand edit would find them
+    with path.open("a", encoding="utf-8") as f:
+        f.write(text)
+
+
+CHANGES = {
+    "comment in params.yaml": (lambda p: _append(p, "params.yaml", "# a note\n"), []),
+    "data section": (lambda p: edit_params(p, "eval_fraction: 0.1", "eval_fraction: 0.2"), ALL),
+    "data file": (
+        lambda p: _append(p, "data/data_sample_travel.jsonl", '{"prompt": "Best pizza in Naples?", "response": "Da Michele."}\r\n'),
+        ALL),
+    "base section": (lambda p: edit_params(p, "seed: 1234", "seed: 99"), ALL[1:]),
+    "quantize section": (lambda p: edit_params(p, "max_calib_seq_len: 512", "max_calib_seq_len: 256"), ALL[2:]),
+    "finetune section": (lambda p: edit_params(p, "max_steps: 100", "max_steps: 30"), ALL[3:]),
+    "export section": (lambda p: edit_params(p, "accuracy_level: 4", "accuracy_level: 1"), ALL[4:]),
+    "smoke section": (lambda p: edit_params(p, "max_new_tokens: 64", "max_new_tokens: 16"), ["smoke"]),
+    # The code of export changes; its rebuilt model has the same bytes, so smoke stays up to date.
+    "export's code": (lambda p: _append(p, "tasks/export.py", "# reviewed\n"), ["export"]),
+    "quantize output deleted": (lambda p: shutil.rmtree(p / "models/tiny/awq"), ["quantize"]),
+    "adapter edited by hand": (lambda p: _append(p, "models/tiny/ft/adapter/adapter_config.json", " "), ["finetune"]),
+    ".dvc file deleted": (lambda p: (p / "models/tiny/smoke.dvc").unlink(), ["smoke"]),
+}
+
+
+@pytest.mark.parametrize("change", list(CHANGES))
+def test_a_change_runs_exactly_the_stale_stages(built_copy, change):
+    apply, expected = CHANGES[change]
+    apply(built_copy)
+    run = doit(built_copy)
+    assert run.returncode == 0, run.output
+    assert run.ran == expected, run.output
+    assert doit(built_copy).ran == [], "a second run after the change does nothing"
+
+
+def test_force_one_stage_alone(built_copy):
+    """`doit -s -a finetune` re-runs finetune and nothing else."""
+    run = doit(built_copy, "-s", "-a", "finetune")
+    assert run.returncode == 0 and run.ran == ["finetune"], run.output
+
+
+def test_forget_reruns_the_stage_then_what_its_output_changed(built_copy):
+    """`doit forget finetune && doit` re-runs finetune; later stages run only if the adapter changed."""
+    before = (built_copy / "models/tiny/ft/adapter.dvc").read_text()
+    assert doit(built_copy, "forget", "finetune").returncode == 0
+    run = doit(built_copy)
+    changed = (built_copy / "models/tiny/ft/adapter.dvc").read_text() != before
+    assert run.ran == (["finetune", "export", "smoke"] if changed else ["finetune"]), run.output
+
+
+def test_info_says_why_a_stage_is_stale(built_copy):
+    edit_params(built_copy, "max_steps: 100", "max_steps: 30")
+    run = doit(built_copy, "info", "finetune")
+    assert "changed: params.finetune.max_steps" in run.output, run.output
+
+
+def test_export_with_fp32_compute_matches_torch_closely(built_copy):
+    """With accuracy_level 1 (fp32 compute) the ONNX logits match the torch reference to 1e-3."""
+    from tests.reference import logits_error
+
+    edit_params(built_copy, "accuracy_level: 4", "accuracy_level: 1")
+    assert doit(built_copy).ran == ["export", "smoke"]
+    error, adapter_effect, error_without = logits_error(built_copy)
+    assert error < 1e-3 and error_without < 1e-3
+    assert adapter_effect > 100 * error

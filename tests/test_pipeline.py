@@ -1,0 +1,98 @@
+"""End to end on the tiny model: every artifact, the ONNX model against AWQ and a torch reference."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.conftest import doit
+
+pytestmark = pytest.mark.slow
+
+from tests.reference import logits_error
+
+
+def test_clean_build_makes_every_artifact(built):
+    models = built / "models" / "tiny"
+    assert {"train.jsonl", "eval.jsonl", "stats.json"} <= {p.name for p in (built / "data/prepared").iterdir()}
+    config = json.loads((models / "awq" / "config.json").read_text())
+    assert config["quantization_config"]["quant_method"] == "awq"
+    assert config["quantization_config"]["version"] == "gemm"
+    adapter = sorted(p.name for p in (models / "ft" / "adapter").iterdir())
+    assert adapter == ["adapter_config.json", "adapter_model.safetensors", "train_log.json"]  # no base copy
+    onnx_dir = models / "onnx-ao" / "model"
+    assert {"model.onnx", "model.onnx.data", "genai_config.json", "adapter_weights.onnx_adapter"} <= {
+        p.name for p in onnx_dir.iterdir()}
+    for dvc_file in ["data/prepared.dvc", *[f"models/tiny/{p}.dvc" for p in ("base", "awq", "ft/adapter",
+                                                                              "onnx-ao/model", "smoke")]]:
+        assert (built / dvc_file).is_file(), dvc_file
+
+
+def test_training_log_has_a_loss_per_step(built):
+    log = json.loads((built / "models/tiny/ft/adapter/train_log.json").read_text())
+    assert [e["step"] for e in log["loss"]] == list(range(1, 101))
+    assert log["loss"][-1]["loss"] < log["loss"][0]["loss"]
+
+
+def test_smoke_answers_with_and_without_adapter(built):
+    answers = json.loads((built / "models/tiny/smoke/answers.json").read_text())["answers"]
+    assert answers[0]["prompt"] == "what is the best thing to see in chicago"
+    assert answers[0]["new_tokens"] > 0 and answers[0]["tokens_per_second"] > 0
+    # The adapter is really active: greedy answers of the same model differ with and without it.
+    assert answers[0]["answer"] != answers[0]["answer_without_adapter"]
+
+
+def test_second_run_does_nothing(built_copy):
+    run = doit(built_copy)
+    assert run.returncode == 0 and run.ran == []
+    assert "every stage is up to date" in run.output
+
+
+def _onnx_weights(onnx_dir):
+    """{initializer prefix: float32 W [N, K]} dequantized from the ONNX MatMulNBits tensors."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(onnx_dir / "model.onnx")
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    weights = {}
+    for node in model.graph.node:
+        if node.op_type != "MatMulNBits" or node.name.startswith("/lm_head"):
+            continue
+        attrs = {a.name: a.i for a in node.attribute}
+        q = inits[node.input[1]]  # [N, blocks, block_size / 2], two 4-bit values a byte, low first
+        n, blocks, _ = q.shape
+        values = np.stack([q & 0x0F, q >> 4], axis=-1).reshape(n, blocks, -1).astype(np.float32)
+        scales = inits[node.input[2]].reshape(n, blocks, 1).astype(np.float32)
+        packed = inits[node.input[3]].reshape(n, -1)
+        zeros = np.stack([packed & 0x0F, packed >> 4], axis=-1).reshape(n, -1)[:, :blocks, None]
+        weights[node.input[1].rsplit(".MatMulNBits", 1)[0]] = ((values - zeros) * scales).reshape(n, attrs["K"])
+    return weights
+
+
+def test_onnx_base_weights_equal_dequantized_awq(built):
+    from tasks.awq_weights import dequantize_tensors, load_awq_state
+
+    awq = dequantize_tensors(load_awq_state(built / "models/tiny/awq"), bits=4, group_size=128)
+    onnx_w = _onnx_weights(built / "models/tiny/onnx-ao/model")
+    assert len(onnx_w) == 2 * 5  # two layers x qkv (fused), o, gate, up, down
+    for name, w in onnx_w.items():
+        layer, folder, proj = name.split(".")[2], name.split(".")[3], name.split(".")[4]
+        if proj in ("gate_proj", "up_proj"):
+            full = awq[f"model.layers.{layer}.mlp.gate_up_proj.weight"].numpy()
+            half = full.shape[0] // 2
+            ref = full[:half] if proj == "gate_proj" else full[half:]
+        else:
+            hf_folder = "self_attn" if folder == "attn" else folder
+            ref = awq[f"model.layers.{layer}.{hf_folder}.{proj}.weight"].numpy()
+        # AWQ scales are fp16 and ONNX keeps them exactly: equal up to fp16 rounding of (q - z) * s.
+        np.testing.assert_allclose(w, ref, rtol=1e-3, atol=1e-6, err_msg=name)
+
+
+def test_onnx_logits_with_adapter_match_torch_reference(built):
+    """accuracy_level 4 (the default) computes with int8 activations: a 2e-2 relative budget."""
+    error, adapter_effect, error_without = logits_error(built)
+    assert error < 2e-2 and error_without < 2e-2
+    assert adapter_effect > 10 * error  # the comparison can tell an applied adapter from none
