@@ -28,7 +28,7 @@ def task_base():
 
 def check_checkpoint(folder: Path, trust_remote_code: bool) -> None:
     """Refuse a folder that is not a causal-LM checkpoint transformers can load."""
-    from tasks.child import StageError
+    from tasks.errors import StageError
 
     config = folder / "config.json"
     if not config.is_file():
@@ -50,7 +50,7 @@ def _copy_checkpoint(src: Path, out: Path) -> None:
 
 
 def run(params, paths, out: Path, channel) -> dict:
-    from tasks.child import StageError
+    from tasks.errors import StageError
 
     cfg = params.base
     if cfg.source == "tiny":

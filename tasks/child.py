@@ -15,10 +15,6 @@ import traceback
 from pathlib import Path
 
 
-class StageError(Exception):
-    """A failure with a message meant for the user (bad input, missing device...)."""
-
-
 class Channel:
     """Events for the parent: progress of long loops, text to show, the outcome."""
 
@@ -46,10 +42,12 @@ def _take_over_stdout() -> Channel:
 def main(stage_name: str, job_file: str) -> int:
     channel = _take_over_stdout()
     from tasks import artifacts
+    from tasks.errors import StageError
     from tasks.params import Params
     from tasks.paths import Paths
 
     job = json.loads(Path(job_file).read_text())
+    logging.getLogger("tasks").info("stage %s: started (pid %d)", stage_name, os.getpid())
     params = Params.model_validate(job["params"])
     paths = Paths(Path(job["root"]), params.name)
     module = importlib.import_module(job["module"])
@@ -65,6 +63,7 @@ def main(stage_name: str, job_file: str) -> int:
         traceback.print_exc()
         channel.send("error", message=f"{type(exc).__name__}: {exc}")
         return 1
+    logging.getLogger("tasks").info("stage %s: done", stage_name)
     channel.send("summary", **summary)
     return 0
 

@@ -102,7 +102,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def run(params, paths, out: Path, channel) -> dict:
-    from tasks.child import StageError
+    from tasks.errors import StageError
 
     source = paths.inside(params.data.path, "data.path")
     if not source.is_file():

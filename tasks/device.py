@@ -7,7 +7,7 @@ import os
 
 def select(device: str, key: str) -> str:
     """Resolve params' auto|cpu|cuda; `cuda` without a CUDA device is an error naming `key`."""
-    from tasks.child import StageError
+    from tasks.errors import StageError
 
     if device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # libraries that pick "the best device" must see none

@@ -24,7 +24,6 @@ STAGE = Stage(
     params=("finetune", "template"),
 )
 
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
 def task_finetune():
@@ -74,6 +73,23 @@ def _progress_callback(channel, total: int, losses: list):
     return Report
 
 
+def _quiet_olive_telemetry() -> None:
+    """Olive 0.13 sends a heartbeat even with OLIVE_DISABLE_TELEMETRY=1, then waits ~10 s at exit for
+    an endpoint an offline build cannot reach (olive/telemetry/telemetry.py); only its CI check skips it."""
+    os.environ["OLIVE_DISABLE_TELEMETRY"] = "1"
+    from olive.telemetry import telemetry
+
+    telemetry.Telemetry._is_ci_environment = staticmethod(lambda: True)
+
+
+def _write_adapter_config(src: Path, out: Path, paths) -> None:
+    """peft's config names the (temporary) dequantized base; name the AWQ model instead, stably."""
+    config = json.loads(src.read_text())
+    config["base_model_name_or_path"] = paths.output("quantize").relative_to(paths.root).as_posix()
+    config["target_modules"] = sorted(config["target_modules"])  # peft keeps a set: random order
+    (out / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def run(params, paths, out: Path, channel) -> dict:
     from tasks import device
     from tasks.awq_weights import write_dequantized
@@ -86,17 +102,21 @@ def run(params, paths, out: Path, channel) -> dict:
         write_dequantized(paths.output("quantize"), work / "base", dtype)
         losses: list[dict] = []
         import transformers.trainer
+
+        _quiet_olive_telemetry()
         from olive.workflows import run as olive_run
 
         # Olive builds the Trainer itself; its default callbacks are the hook for progress and loss.
         transformers.trainer.DEFAULT_CALLBACKS.append(_progress_callback(channel, params.finetune.max_steps, losses))
         os.chdir(work)  # Olive turns config strings naming files in the CWD into paths
+        # peft draws lora_A before the Trainer seeds anything: seed first, for the same adapter twice.
+        transformers.set_seed(params.finetune.seed)
         result = olive_run(olive_config(params, work / "base", paths.output("data") / "train.jsonl", work, dtype))
         adapter = work / "olive-out" / "adapter"
         if not result.has_output_model() or not (adapter / "adapter_model.safetensors").is_file():
             raise RuntimeError("Olive's LoRA pass produced no adapter (Olive logs its errors and exits 0); see the log")
-        for name in ADAPTER_FILES:
-            shutil.copy(adapter / name, out / name)
+        shutil.copy(adapter / "adapter_model.safetensors", out / "adapter_model.safetensors")
+        _write_adapter_config(adapter / "adapter_config.json", out, paths)
     os.chdir(paths.root)
     (out / "train_log.json").write_text(json.dumps({"device": dev, "dtype": dtype, "loss": losses}, indent=1) + "\n")
     return {"device": dev, "steps": params.finetune.max_steps, "first_loss": losses[0]["loss"], "last_loss": losses[-1]["loss"]}

@@ -33,7 +33,7 @@ def calibration_texts(params, train: list[dict]) -> list[str]:
 def _check_group_size(base: Path, group: int) -> None:
     import json
 
-    from tasks.child import StageError
+    from tasks.errors import StageError
 
     config = json.loads((base / "config.json").read_text())
     for key in ("hidden_size", "intermediate_size"):
@@ -43,7 +43,7 @@ def _check_group_size(base: Path, group: int) -> None:
 
 def run(params, paths, out: Path, channel) -> dict:
     from tasks import device
-    from tasks.child import StageError
+    from tasks.errors import StageError
     from tasks.dataset import read_jsonl
 
     cfg = params.quantize

@@ -90,6 +90,7 @@ def run(params, paths, out: Path, channel) -> dict:
         })
         channel.progress("prompts", i + 1, len(params.smoke.prompts))
     (out / "answers.json").write_text(json.dumps({"device": dev, "answers": answers}, indent=2, ensure_ascii=False) + "\n")
-    rows = [[a["prompt"], a["answer"], f"{a['tokens_per_second']}"] for a in answers]
+    # Quoted, with escapes: a tiny model's answer can be all newlines.
+    rows = [[a["prompt"], json.dumps(a["answer"], ensure_ascii=False), f"{a['tokens_per_second']}"] for a in answers]
     channel.table(f"answers with adapter '{name}' ({dev})", ["prompt", "answer", "tokens/s"], rows)
     return {"device": dev, "tokens_per_second": answers[0]["tokens_per_second"]}

@@ -30,7 +30,7 @@ CHANGES = {
     "comment in params.yaml": (lambda p: _append(p, "params.yaml", "# a note\n"), []),
     "data section": (lambda p: edit_params(p, "eval_fraction: 0.1", "eval_fraction: 0.2"), ALL),
     "data file": (
-        lambda p: _append(p, "data/data_sample_travel.jsonl", '{"prompt": "Best pizza in Naples?", "response": "Da Michele."}\r\n'),
+        lambda p: _append(p, "data/data_sample_travel.jsonl", '\r\n{"prompt": "Best pizza in Naples?", "response": "Da Michele."}'),
         ALL),
     "base section": (lambda p: edit_params(p, "seed: 1234", "seed: 99"), ALL[1:]),
     "quantize section": (lambda p: edit_params(p, "max_calib_seq_len: 512", "max_calib_seq_len: 256"), ALL[2:]),

@@ -50,13 +50,25 @@ def test_second_run_does_nothing(built_copy):
     assert "every stage is up to date" in run.output
 
 
+def _tensor(init, folder):
+    from onnx import helper, numpy_helper
+
+    if not init.external_data:
+        return numpy_helper.to_array(init)
+    info = {e.key: e.value for e in init.external_data}
+    dtype = helper.tensor_dtype_to_np_dtype(init.data_type)
+    count = int(info["length"]) // np.dtype(dtype).itemsize
+    data = np.fromfile(folder / info["location"], dtype=dtype, count=count, offset=int(info.get("offset", 0)))
+    return data.reshape(tuple(init.dims))
+
+
 def _onnx_weights(onnx_dir):
     """{initializer prefix: float32 W [N, K]} dequantized from the ONNX MatMulNBits tensors."""
     import onnx
-    from onnx import numpy_helper
 
-    model = onnx.load(onnx_dir / "model.onnx")
-    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    # onnx.load refuses external data with several hard links (DVC's cache): read it ourselves.
+    model = onnx.load(onnx_dir / "model.onnx", load_external_data=False)
+    inits = {i.name: _tensor(i, onnx_dir) for i in model.graph.initializer}
     weights = {}
     for node in model.graph.node:
         if node.op_type != "MatMulNBits" or node.name.startswith("/lm_head"):

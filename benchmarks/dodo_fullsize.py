@@ -1,0 +1,16 @@
+"""doit file for the full-size no-op benchmark: the real stages' tasks, stand-in bodies."""
+
+import dataclasses
+
+from dodo import DOIT_CONFIG  # noqa: F401
+from tasks import base, dataset, export, finetune, quantize, smoke
+from tasks.stage import task_dict
+
+
+def _fullsize(module):
+    stage = dataclasses.replace(module.STAGE, module="benchmarks.fullsize_stages")
+    return lambda: task_dict(stage)
+
+
+task_data, task_base, task_quantize = _fullsize(dataset), _fullsize(base), _fullsize(quantize)
+task_finetune, task_export, task_smoke = _fullsize(finetune), _fullsize(export), _fullsize(smoke)

@@ -1,0 +1,56 @@
+"""params.yaml validation: every mistake is named by key, with a suggestion for misspellings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tasks.params import LAB_TEMPLATE, ParamsError, load_params
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load(tmp_path: Path, text: str):
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    return load_params(path)
+
+
+def test_project_params_are_valid_and_the_lab_defaults():
+    params = load_params(ROOT / "params.yaml")
+    assert params.template == LAB_TEMPLATE
+    assert params.finetune.max_steps == 100
+    assert (params.quantize.w_bit, params.quantize.q_group_size, params.quantize.zero_point) == (4, 128, True)
+    assert params.render("hi") == "<|user|>\nhi<|end|>\n<|assistant|>\n"
+    assert params.render("hi", "yo") == "<|user|>\nhi<|end|>\n<|assistant|>\nyo<|end|>"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("finetune:\n  max_step: 3\n", "finetune.max_step: unknown key (did you mean 'max_steps'?)"),
+        ("quantise: {}\n", "quantise: unknown key (did you mean 'quantize'?)"),
+        ("finetune:\n  max_steps: many\n", "finetune.max_steps: Input should be a valid integer"),
+        ("finetune:\n  max_steps: -1\n", "finetune.max_steps: Input should be greater than or equal to 1"),
+        ("finetune:\n  lora_r: 0\n", "finetune.lora_r: Input should be greater than or equal to 1"),
+        ("quantize:\n  q_group_size: 100\n", "quantize.q_group_size: Value error, must be a power of two"),
+        ("template: '{prompt} only'\n", "template: Value error, must contain {response}"),
+        ("base:\n  source: local\n", "base.path is required when base.source is 'local'"),
+        ("name: ../../etc\n", "name: String should match pattern"),
+        ("export:\n  device: tpu\n", "export.device: Input should be 'cpu' or 'cuda'"),
+        ("finetune:\n  target_modules: [q_proj]\n", "unknown Phi-3 module(s) ['q_proj']"),
+        ("- a list\n", "expected a mapping of sections"),
+        ("finetune: [unclosed\n", "not valid YAML"),
+    ],
+)
+def test_bad_params_are_named(tmp_path, text, message):
+    with pytest.raises(ParamsError) as err:
+        _load(tmp_path, text)
+    assert str(tmp_path / "params.yaml") in str(err.value)
+    assert message in str(err.value)
+
+
+def test_missing_params_file(tmp_path):
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "params.yaml")
