@@ -4,12 +4,12 @@ import dataclasses
 
 from dodo import DOIT_CONFIG  # noqa: F401
 from tasks import base, dataset, export, finetune, quantize, smoke
-from tasks.stage import task_dict
+from tasks.stage import make_task
 
 
 def _fullsize(module):
     stage = dataclasses.replace(module.STAGE, module="benchmarks.fullsize_stages")
-    return lambda: task_dict(stage)
+    return lambda: make_task(stage)
 
 
 task_data, task_base, task_quantize = _fullsize(dataset), _fullsize(base), _fullsize(quantize)

@@ -6,7 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-from tasks.stage import Stage, task_dict
+from tasks.stage import Stage, make_task
 
 STAGE = Stage(
     name="base",
@@ -23,7 +23,7 @@ CHECKPOINT_FILES = ["*.json", "*.safetensors", "tokenizer.model", "*.txt", "*.py
 
 
 def task_base():
-    return task_dict(STAGE)
+    return make_task(STAGE)
 
 
 def check_checkpoint(folder: Path, trust_remote_code: bool) -> None:

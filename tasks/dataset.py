@@ -6,7 +6,7 @@ import json
 import random
 from pathlib import Path
 
-from tasks.stage import Stage, task_dict
+from tasks.stage import Stage, make_task
 
 STAGE = Stage(
     name="data",
@@ -20,7 +20,7 @@ STAGE = Stage(
 
 
 def task_data():
-    return task_dict(STAGE)
+    return make_task(STAGE)
 
 
 class DataError(ValueError):

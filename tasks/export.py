@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tasks.stage import Stage, task_dict
+from tasks.stage import Stage, make_task
 
 STAGE = Stage(
     name="export",
@@ -28,7 +28,7 @@ ADAPTER_FILE = "adapter_weights.onnx_adapter"
 
 
 def task_export():
-    return task_dict(STAGE)
+    return make_task(STAGE)
 
 
 def builder_command(awq_dir: Path, out: Path, cache: Path, cfg) -> list[str]:

@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from tasks.stage import Stage, task_dict
+from tasks.stage import Stage, make_task
 
 STAGE = Stage(
     name="finetune",
@@ -27,7 +27,7 @@ STAGE = Stage(
 
 
 def task_finetune():
-    return task_dict(STAGE)
+    return make_task(STAGE)
 
 
 def olive_config(params, base: Path, train: Path, work: Path, dtype: str) -> dict:

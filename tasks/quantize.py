@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.stage import Stage, task_dict
+from tasks.stage import Stage, make_task
 
 STAGE = Stage(
     name="quantize",
@@ -22,7 +22,7 @@ STAGE = Stage(
 
 
 def task_quantize():
-    return task_dict(STAGE)
+    return make_task(STAGE)
 
 
 def calibration_texts(params, train: list[dict]) -> list[str]:

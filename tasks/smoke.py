@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from tasks.stage import Stage, task_dict
+from tasks.stage import Stage, make_task
 
 STAGE = Stage(
     name="smoke",
@@ -20,7 +20,7 @@ STAGE = Stage(
 
 
 def task_smoke():
-    return task_dict(STAGE)
+    return make_task(STAGE)
 
 
 def load_model(model_dir: Path, device: str):

@@ -120,7 +120,7 @@ class UpToDate:
         return f"<{self.stage.name} is stale: {self.reason}>"
 
 
-def task_dict(stage: Stage) -> dict:
+def make_task(stage: Stage) -> dict:
     """The doit task of a stage: ordering by task_dep, staleness by UpToDate, work in a child."""
     from tasks.runner import run_stage  # keeps this module importable without the UI layer
 
