@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test bench lock
+.PHONY: setup test bench lock faults
 
 setup:
 	$(PY) -m venv $(VENV)
@@ -21,3 +21,6 @@ bench:
 
 lock:
 	$(BIN)/pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu/torch==\1/' > constraints.txt
+
+faults:  # every kill point in every stage (~20 minutes); counts go to FAULTS.md
+	LAB_FAULT_MATRIX=1 $(BIN)/pytest -q tests/test_faults.py

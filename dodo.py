@@ -6,12 +6,13 @@ from tasks.export import task_export  # noqa: F401
 from tasks.finetune import task_finetune  # noqa: F401
 from tasks.quantize import task_quantize  # noqa: F401
 from tasks.smoke import task_smoke  # noqa: F401
+from tasks.paths import DOIT_DB
 from tasks.ui import Reporter
 
 DOIT_CONFIG = {
     "default_tasks": ["data", "base", "quantize", "finetune", "export", "smoke"],
     "backend": "sqlite3",
-    "dep_file": ".doit.db",
+    "dep_file": DOIT_DB,
     "reporter": Reporter,
     "verbosity": 2,
 }

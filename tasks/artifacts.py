@@ -7,6 +7,8 @@ import hashlib
 import json
 import os
 import shutil
+import signal
+import time
 from pathlib import Path
 
 import yaml
@@ -17,6 +19,18 @@ except ImportError:  # pragma: no cover
     from yaml import SafeLoader as _Loader
 
 
+FAILPOINT_ENV = "LAB_FAILPOINT"
+
+
+def failpoint(point: str) -> None:
+    """Fault-injection hook for tests: LAB_FAILPOINT=<stage>:<point>[:parent] SIGKILLs that stage's
+    process (or the doit run that started it) at `point`. Unset in normal use: a no-op."""
+    wanted = os.environ.get(FAILPOINT_ENV, "").split(":")
+    if wanted[:2] == [os.environ.get("LAB_STAGE"), point]:
+        os.kill(os.getppid() if wanted[2:] == ["parent"] else os.getpid(), signal.SIGKILL)
+        time.sleep(5)  # the parent's death reaches us through PR_SET_PDEATHSIG
+
+
 @contextlib.contextmanager
 def staging(final: Path):
     """Yield an empty folder beside `final`; it replaces `final` only if the block succeeds.
@@ -24,19 +38,22 @@ def staging(final: Path):
     A failed or killed stage leaves at most a `.tmp-*` folder, never something that looks finished.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in [*final.parent.glob(f".tmp-{final.name}-*"), *final.parent.glob(f".old-{final.name}-*")]:
+        shutil.rmtree(stale, ignore_errors=True)  # left by a killed run; the run lock excludes a live one
     tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    failpoint("staged")
     old = final.with_name(f".old-{final.name}-{os.getpid()}")
     if final.exists():
         final.rename(old)
     tmp.rename(final)
     shutil.rmtree(old, ignore_errors=True)
+    failpoint("renamed")
 
 
 def read_dvc(dvc_file: Path) -> dict | None:
@@ -62,6 +79,7 @@ def dvc_track(root: Path, out: Path, meta: dict) -> None:
 
     with Repo(str(root)) as repo:
         repo.add(str(out))
+    failpoint("dvc-added")
     dvc_file = out.with_name(out.name + ".dvc")
     doc = read_dvc(dvc_file)
     doc["meta"] = meta
@@ -96,25 +114,25 @@ def _md5(path: Path) -> str:
     return h.hexdigest()
 
 
-def damage(root: Path, out: Path, dvc_file: Path, recorded: dict[str, list[int]]) -> str | None:
-    """Why the artifact differs from what was built, or None if it is intact.
+def damage(root: Path, out: Path, dvc_file: Path, recorded: dict[str, list[int]]) -> tuple[str | None, dict]:
+    """(why the artifact differs from what was built, or None if intact; its current file stats).
 
     Sizes and mtimes decide; only files whose stat changed are re-hashed against DVC's manifest.
     """
     if not out.is_dir():
-        return f"{out} is missing"
+        return f"{out} is missing", {}
     current = file_stats(out)
     if set(current) != set(recorded):
         changed = sorted(set(current) ^ set(recorded))
-        return f"files added or removed in {out}: {', '.join(changed[:3])}"
+        return f"files added or removed in {out}: {', '.join(changed[:3])}", current
     moved = [rel for rel, st in current.items() if st != recorded[rel]]
     if not moved:
-        return None
+        return None, current
     try:
         manifest = _dir_manifest(root, content_hash(dvc_file) or "")
     except (OSError, ValueError):
-        return f"{out}: {moved[0]} changed and DVC's manifest is unavailable"
+        return f"{out}: {moved[0]} changed and DVC's manifest is unavailable", current
     for rel in moved:
         if manifest.get(rel) != _md5(out / rel):
-            return f"{out / rel} was modified after the build"
-    return None
+            return f"{out / rel} was modified after the build", current
+    return None, current

@@ -6,13 +6,24 @@ prints, C code included, goes to the stage's log file, which the parent opened a
 
 from __future__ import annotations
 
+import errno
 import importlib
 import json
 import logging
 import os
+import shutil
 import sys
 import traceback
 from pathlib import Path
+
+
+def die_with_parent() -> None:
+    """For preexec_fn: SIGKILL this process when the one that started it dies, even by SIGKILL,
+    so a killed `doit` leaves no stage writing behind it."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
 
 
 class Channel:
@@ -39,10 +50,26 @@ def _take_over_stdout() -> Channel:
     return channel
 
 
+DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+def _explain(exc: Exception, stage: str, out: Path, placed: bool) -> tuple[str, int]:
+    """The message the user sees, and the exit code; tracebacks go to the log only."""
+    from tasks.errors import StageError
+
+    if isinstance(exc, StageError):
+        return str(exc), 2
+    traceback.print_exc()
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+        where = exc.filename or out
+        kept = f"{out} was replaced but not recorded; it will rebuild" if placed else f"the previous {out} is untouched"
+        return f"disk full while writing {where} ({exc.strerror}); {kept}", 2
+    return f"{type(exc).__name__}: {exc}", 1
+
+
 def main(stage_name: str, job_file: str) -> int:
     channel = _take_over_stdout()
     from tasks import artifacts
-    from tasks.errors import StageError
     from tasks.params import Params
     from tasks.paths import Paths
 
@@ -52,17 +79,21 @@ def main(stage_name: str, job_file: str) -> int:
     paths = Paths(Path(job["root"]), params.name)
     module = importlib.import_module(job["module"])
     out = paths.output(stage_name)
+    os.environ["LAB_STAGE"] = stage_name
+    for scratch in paths.models.glob(f".{stage_name}-*"):  # a killed run's temporary folders
+        shutil.rmtree(scratch, ignore_errors=True)
+    placed = False
     try:
+        artifacts.failpoint("start")
         with artifacts.staging(out) as tmp:
             summary = module.run(params, paths, tmp, channel) or {}
+        placed = True
         artifacts.dvc_track(paths.root, out, {"stage": stage_name, "fingerprint": job["fingerprint"]})
-    except StageError as exc:
-        channel.send("error", message=str(exc))
-        return 2
-    except Exception as exc:  # the traceback goes to the log; the parent shows the last line
-        traceback.print_exc()
-        channel.send("error", message=f"{type(exc).__name__}: {exc}")
-        return 1
+        artifacts.failpoint("tracked")
+    except Exception as exc:
+        message, code = _explain(exc, stage_name, out, placed)
+        channel.send("error", message=message)
+        return code
     logging.getLogger("tasks").info("stage %s: done", stage_name)
     channel.send("summary", **summary)
     return 0

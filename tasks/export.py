@@ -45,13 +45,14 @@ def builder_command(awq_dir: Path, out: Path, cache: Path, cfg) -> list[str]:
 def run(params, paths, out: Path, channel) -> dict:
     import onnx
 
+    from tasks.child import die_with_parent
     from tasks.lora_graph import add_lora_branches, read_adapter, write_adapter
 
     with tempfile.TemporaryDirectory(prefix=".export-", dir=paths.models) as scratch:
         channel.progress("build ONNX, add LoRA", 0, 3)
         # The builder runs as its own process: it prints freely and loads the checkpoint fresh.
         subprocess.run(builder_command(paths.output("quantize"), out, Path(scratch), params.export),
-                       check=True, cwd=scratch, stdout=sys.stderr)
+                       check=True, cwd=scratch, stdout=sys.stderr, preexec_fn=die_with_parent)
     channel.progress("build ONNX, add LoRA", 1, 3)
     model_file = out / "model.onnx"
     model = onnx.load(model_file, load_external_data=False)  # weights stay in model.onnx.data

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+DOIT_DB = ".doit.db"  # doit's record of each task (sqlite), relative to the project root
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -11,7 +12,8 @@ import time
 from doit.exceptions import TaskFailed
 
 from tasks import artifacts, ui
-from tasks.stage import Stage, fingerprint, project
+from tasks.child import die_with_parent
+from tasks.stage import Stage, fingerprint, project, save_values
 
 # Offline by default: nothing may reach a model hub unless a stage asks for it (base, source: hf).
 CHILD_ENV = {
@@ -51,7 +53,23 @@ def _follow(proc: subprocess.Popen, stage: str) -> dict:
     return outcome
 
 
-def run_stage(stage: Stage):
+def _run_child(stage: Stage, job, paths, env: dict) -> tuple[int, dict, bool]:
+    """Run the child to its end; on Ctrl-C let it clean up first. Returns (rc, outcome, interrupted)."""
+    with paths.log(stage.name).open("w") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tasks.child", stage.name, str(job)], stdout=subprocess.PIPE,
+            stderr=log_file, cwd=paths.root, env=env, text=True, preexec_fn=die_with_parent,
+        )
+        try:
+            outcome = _follow(proc, stage.name)
+            return proc.wait(), outcome, False
+        except KeyboardInterrupt:
+            proc.send_signal(signal.SIGINT)  # a no-op if the terminal already sent it to the group
+            proc.wait()
+            return proc.returncode, {}, True
+
+
+def run_stage(stage: Stage, task):
     """doit action: build one stage in a child process; return values doit stores for the task."""
     params, paths = project()
     fp = fingerprint(stage, params, paths)
@@ -61,23 +79,18 @@ def run_stage(stage: Stage):
     if stage.name == "base" and params.base.source == "hf":
         env.pop("HF_HUB_OFFLINE")
     started = time.perf_counter()
-    with log.open("w") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tasks.child", stage.name, str(job)],
-            stdout=subprocess.PIPE, stderr=log_file, cwd=paths.root, env=env, text=True,
-        )
-        try:
-            outcome = _follow(proc, stage.name)
-        finally:
-            rc = proc.wait()
+    rc, outcome, interrupted = _run_child(stage, job, paths, env)
+    if interrupted:
+        return TaskFailed(f"interrupted (Ctrl-C): {stage.name} stopped, its partial output removed\n  log: {log}")
     if rc != 0 or outcome.get("kind") != "summary":
         reason = outcome.get("message") or f"the stage process exited with code {rc}"
         return TaskFailed(f"{reason}\n  log: {log}")
-    out = paths.output(stage.name)
-    files = artifacts.file_stats(out)
-    return {
+    files = artifacts.file_stats(paths.output(stage.name))
+    values = {
         "files": files,
         "size": sum(size for size, _ in files.values()),
         "seconds": round(time.perf_counter() - started, 2),
         "summary": {k: v for k, v in outcome.items() if k != "kind"},
     }
+    save_values(task.name, values)
+    return values

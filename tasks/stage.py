@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tasks import artifacts
 from tasks.params import ParamsError, load_params
-from tasks.paths import ROOT, Paths
+from tasks.paths import DOIT_DB, ROOT, Paths
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,17 @@ def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:
     return keys
 
 
+def save_values(task_name: str, values: dict) -> None:
+    """Write a stage's doit record now: doit saves only when the whole run ends, so a killed run
+    would otherwise forget every stage it finished."""
+    from doit.dependency import JSONCodec, SqliteDB
+
+    db = SqliteDB(str(project()[1].root / DOIT_DB), JSONCodec())
+    db.get(task_name, "_values_:")  # loads the task's whole row, which dump() rewrites
+    db.set(task_name, "_values_:", values)
+    db.dump()
+
+
 class UpToDate:
     """doit uptodate check; after a False, its repr says why (shown by `doit info`)."""
 
@@ -114,7 +125,10 @@ class UpToDate:
         if "files" not in values:
             return "doit holds no record of building it (new checkout or `doit forget`)"
         out = paths.output(self.stage.name)
-        return artifacts.damage(paths.root, out, paths.dvc_file(self.stage.name), values["files"])
+        why, current = artifacts.damage(paths.root, out, paths.dvc_file(self.stage.name), values["files"])
+        if why is None and current != values["files"]:
+            save_values(self.stage.name, {**values, "files": current})  # content verified: keep new stats
+        return why
 
     def __repr__(self) -> str:
         return f"<{self.stage.name} is stale: {self.reason}>"

@@ -64,6 +64,17 @@ class Reporter(ConsoleReporter):
         self.started: dict[str, float] = {}
         self.ran = 0
 
+    def initialize(self, tasks, selected_tasks):
+        """A build starts: take the checkout's run lock (held until this process exits)."""
+        from tasks.runlock import BuildRunning, RunLock
+        from tasks.stage import project
+
+        try:
+            RunLock(project()[1].root / ".doit.lock").acquire()
+        except BuildRunning as exc:
+            console.print(f"[bold red]error:[/] {exc}")
+            raise SystemExit(3) from None
+
     def execute_task(self, task):
         self.started[task.name] = time.perf_counter()
         console.print(f"[bold cyan]▶ {task.name}[/] [dim]{task.doc or ''}[/]")

@@ -1,0 +1,134 @@
+"""Fault injection: a stage or the whole `doit` run SIGKILLed at points inside every stage.
+
+After each kill the next `doit` must re-run the interrupted stage (unless it had fully finished and
+been recorded), never an earlier stage, never use a partial artifact, and leave no temporary
+folders. The default run covers every kill point on two stages; `make faults` runs the full matrix
+(every stage x every point) and FAULTS.md records its counts.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import doit, edit_params, make_project
+
+pytestmark = pytest.mark.slow
+
+ALL = ["data", "base", "quantize", "finetune", "export", "smoke"]
+# A params edit that makes exactly this stage (and what follows it) stale.
+STALE = {
+    "data": ("seed: 42", "seed: 43"),
+    "base": ("seed: 1234", "seed: 99"),
+    "quantize": ("max_calib_seq_len: 512", "max_calib_seq_len: 256"),
+    "finetune": ("max_steps: 10", "max_steps: 11"),
+    "export": ("accuracy_level: 4", "accuracy_level: 1"),
+    "smoke": ("max_new_tokens: 64", "max_new_tokens: 16"),
+}
+# Kill points inside a stage (tasks/artifacts.py failpoint): before any work, outputs written but
+# not in place, in place but not tracked, `dvc add` done but the record not written, all recorded.
+CHILD_POINTS = ["start", "staged", "renamed", "dvc-added", "tracked"]
+PARENT_POINTS = ["staged:parent", "tracked:parent"]  # the doit process itself is killed
+FULL = os.environ.get("LAB_FAULT_MATRIX") == "1"
+CHEAP = ["export"]  # the default run covers every point on this (quick) stage
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory) -> Path:
+    """A project built with small quantize/finetune budgets, so that kills and recoveries are quick."""
+    project = make_project(tmp_path_factory.mktemp("faults"))
+    edit_params(project, "max_calib_samples: 128", "max_calib_samples: 32")
+    edit_params(project, "max_steps: 100", "max_steps: 10")
+    assert doit(project).returncode == 0
+    return project
+
+
+@pytest.fixture
+def project(small: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    dest = tmp_path / "p"
+    shutil.copytree(small, dest, symlinks=True)
+    return dest
+
+
+def _leftovers(project: Path) -> list[str]:
+    return [str(p) for p in project.rglob(".tmp-*")] + [str(p) for p in project.rglob(".old-*")] + [
+        str(p) for p in (project / "models/tiny").glob(".*-*") if p.is_dir()]
+
+
+def _recover(project: Path, expected: list[str]) -> None:
+    run = doit(project)
+    assert run.returncode == 0, run.output
+    assert run.ran == expected, run.output
+    assert doit(project).ran == []
+    assert not _leftovers(project)
+
+
+def _cases(points: list[str]) -> list[tuple[str, str]]:
+    stages = ALL if FULL else CHEAP
+    return [(s, p) for s in stages for p in points]
+
+
+@pytest.mark.parametrize(("stage", "point"), _cases(CHILD_POINTS + PARENT_POINTS))
+def test_kill_inside_a_stage(project, stage, point):
+    edit_params(project, *STALE[stage])
+    killed = doit_with_env(project, {"LAB_FAILPOINT": f"{stage}:{point}"})
+    assert killed.returncode != 0
+    later = ALL[ALL.index(stage) + 1:]
+    # A failed stage is re-run whatever it had written; only a run killed after the stage had
+    # recorded a complete artifact (doit itself died, so nothing reported a failure) keeps it.
+    _recover(project, later if point == "tracked:parent" else [stage, *later])
+
+
+@pytest.mark.parametrize("stage", ALL[1:] if FULL else ["finetune"])
+def test_killed_run_keeps_the_stages_it_finished(project, stage):
+    """doit is killed as `stage` starts; the stage before it, finished in that run, is not redone."""
+    before = ALL[ALL.index(stage) - 1]
+    edit_params(project, *STALE[before])
+    killed = doit_with_env(project, {"LAB_FAILPOINT": f"{stage}:start:parent"})
+    assert killed.returncode != 0 and before in killed.ran
+    _recover(project, ALL[ALL.index(stage):])
+
+
+@pytest.mark.parametrize("stage", ALL if FULL else ["quantize"])
+def test_kill_while_the_stage_works(project, stage):
+    """SIGKILL to the stage process halfway through its work (timed from its start)."""
+    edit_params(project, *STALE[stage])
+    proc = subprocess.Popen([sys.executable, "-m", "doit"], cwd=project, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**os.environ, "NO_COLOR": "1"})
+    pid = _wait_for_stage(stage, deadline=time.monotonic() + 120)
+    time.sleep(1.0)
+    os.kill(pid, signal.SIGKILL)
+    assert proc.wait(timeout=120) != 0
+    _recover(project, ALL[ALL.index(stage):])
+
+
+def doit_with_env(project: Path, env: dict):
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return doit(project)
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+
+def _wait_for_stage(stage: str, deadline: float) -> int:
+    """The PID of the running `python -m tasks.child <stage>` process."""
+    while time.monotonic() < deadline:
+        for entry in Path("/proc").iterdir():
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"tasks.child" in argv and stage.encode() in argv:
+                return int(entry.name)
+        time.sleep(0.05)
+    raise AssertionError(f"stage {stage} never started")
