@@ -33,7 +33,12 @@ class Stage:
 def project(root: Path = ROOT):
     """(Params, Paths) of the project, validated once per process."""
     params = load_params(root / "params.yaml")
-    return params, Paths(root, params.name)
+    paths = Paths(root, params.name)
+    try:
+        paths.inside(params.data.path, "data.path")
+    except ValueError as exc:
+        raise ParamsError(str(exc)) from None
+    return params, paths
 
 
 @functools.cache

@@ -45,11 +45,14 @@ def make_project(dest: Path) -> Path:
     return dest
 
 
-def doit(project: Path, *args: str, timeout: int = 900) -> Run:
-    """Run the doit CLI in `project` as a user would; the output is plain text."""
-    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200", "TERM": "dumb"}
-    proc = subprocess.run([sys.executable, "-m", "doit", *args], cwd=project, env=env, text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
+PLAIN = {"NO_COLOR": "1", "COLUMNS": "200", "TERM": "dumb"}
+
+
+def doit(project: Path, *args: str, env: dict | None = None, preexec_fn=None, timeout: int = 900) -> Run:
+    """Run the doit CLI in `project` as a user would (plus `env`); the output is plain text."""
+    proc = subprocess.run([sys.executable, "-m", "doit", *args], cwd=project, env={**os.environ, **PLAIN, **(env or {})},
+                          text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout,
+                          preexec_fn=preexec_fn)
     return Run(proc.returncode, proc.stdout)
 
 

@@ -41,3 +41,65 @@ def test_cuda_requested_without_cuda_is_a_clear_error(built_copy):
     assert run.returncode != 0 and run.failed == ["quantize"] and run.ran == []
     assert "params.yaml: quantize.device: cuda, but torch" in run.output
     assert "sees no CUDA device" in run.output
+
+
+def test_data_path_outside_the_project_is_refused(built_copy):
+    edit_params(built_copy, "path: data/data_sample_travel.jsonl", "path: ../../../etc/passwd")
+    run = doit(built_copy)
+    assert run.returncode != 0 and run.ran == []
+    assert "data.path: '../../../etc/passwd' is outside the project" in run.output
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (None, "base.path: {folder} is not a folder"),
+        ({"architectures": ["BertModel"]}, "has no *ForCausalLM; not a causal LM"),
+        ({"architectures": ["MyForCausalLM"], "auto_map": {"AutoModelForCausalLM": "m.MyForCausalLM"}},
+         "the model ships its own code; set base.trust_remote_code: true to run it"),
+    ],
+)
+def test_bad_local_base_folder(built_copy, tmp_path, config, message):
+    import json
+
+    folder = tmp_path / "checkpoint"
+    if config is not None:
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps(config))
+    edit_params(built_copy, "source: tiny ", f"source: local\n  path: {folder}\n ")
+    before = _records(built_copy)
+    run = doit(built_copy)
+    assert run.returncode != 0 and run.failed == ["base"] and run.ran == []
+    assert message.format(folder=folder) in run.output
+    assert _records(built_copy) == before
+
+
+def test_group_size_must_divide_the_model(built_copy):
+    edit_params(built_copy, "q_group_size: 128", "q_group_size: 512")
+    run = doit(built_copy)
+    assert run.failed == ["quantize"]
+    assert "quantize.q_group_size: 512 does not divide the base model's hidden_size (256)" in run.output
+
+
+def test_disk_full_keeps_the_previous_artifact(built_copy):
+    """Writes past 40 kB fail (RLIMIT_FSIZE, as on a full disk) while data writes its splits."""
+    import resource
+
+    before = {p.name: p.read_bytes() for p in (built_copy / "data/prepared").iterdir()}
+    edit_params(built_copy, "seed: 42", "seed: 43")
+    run = doit(built_copy, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, 40_000)))
+    assert run.returncode != 0 and run.failed == ["data"]
+    assert "disk full while writing" in run.output and "File too large" in run.output
+    assert "data/prepared is untouched" in run.output
+    assert {p.name: p.read_bytes() for p in (built_copy / "data/prepared").iterdir()} == before
+    assert not list((built_copy / "data").glob(".tmp-*"))
+
+
+def test_no_secret_reaches_logs_records_or_params(built_copy):
+    secret = "s3cr3t-0123456789"
+    edit_params(built_copy, "max_new_tokens: 64", "max_new_tokens: 8")
+    run = doit(built_copy, env={"AZURE_CLIENT_SECRET": secret, "HF_TOKEN": secret})
+    assert run.returncode == 0 and run.ran == ["smoke"], run.output
+    for path in [*built_copy.rglob("*.dvc"), *(built_copy / "logs").iterdir(), built_copy / "params.yaml"]:
+        if path.is_file():
+            assert secret not in path.read_text(errors="replace"), path

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import doit, edit_params, make_project
+from tests.conftest import PLAIN, doit, edit_params, make_project
 
 pytestmark = pytest.mark.slow
 
@@ -79,7 +79,7 @@ def _cases(points: list[str]) -> list[tuple[str, str]]:
 @pytest.mark.parametrize(("stage", "point"), _cases(CHILD_POINTS + PARENT_POINTS))
 def test_kill_inside_a_stage(project, stage, point):
     edit_params(project, *STALE[stage])
-    killed = doit_with_env(project, {"LAB_FAILPOINT": f"{stage}:{point}"})
+    killed = doit(project, env={"LAB_FAILPOINT": f"{stage}:{point}"})
     assert killed.returncode != 0
     later = ALL[ALL.index(stage) + 1:]
     # A failed stage is re-run whatever it had written; only a run killed after the stage had
@@ -92,7 +92,7 @@ def test_killed_run_keeps_the_stages_it_finished(project, stage):
     """doit is killed as `stage` starts; the stage before it, finished in that run, is not redone."""
     before = ALL[ALL.index(stage) - 1]
     edit_params(project, *STALE[before])
-    killed = doit_with_env(project, {"LAB_FAILPOINT": f"{stage}:start:parent"})
+    killed = doit(project, env={"LAB_FAILPOINT": f"{stage}:start:parent"})
     assert killed.returncode != 0 and before in killed.ran
     _recover(project, ALL[ALL.index(stage):])
 
@@ -101,34 +101,58 @@ def test_killed_run_keeps_the_stages_it_finished(project, stage):
 def test_kill_while_the_stage_works(project, stage):
     """SIGKILL to the stage process halfway through its work (timed from its start)."""
     edit_params(project, *STALE[stage])
-    proc = subprocess.Popen([sys.executable, "-m", "doit"], cwd=project, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env={**os.environ, "NO_COLOR": "1"})
-    pid = _wait_for_stage(stage, deadline=time.monotonic() + 120)
+    proc, pid = _start(project, stage)
     time.sleep(1.0)
     os.kill(pid, signal.SIGKILL)
-    assert proc.wait(timeout=120) != 0
+    proc.communicate(timeout=120)
+    assert proc.returncode != 0
     _recover(project, ALL[ALL.index(stage):])
 
 
-def doit_with_env(project: Path, env: dict):
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        return doit(project)
-    finally:
-        for k, v in old.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
-
-
-def _wait_for_stage(stage: str, deadline: float) -> int:
-    """The PID of the running `python -m tasks.child <stage>` process."""
+def _wait_for_stage(stage: str, parent: int, deadline: float) -> int:
+    """The PID of the `python -m tasks.child <stage>` process that doit process `parent` started."""
     while time.monotonic() < deadline:
         for entry in Path("/proc").iterdir():
             try:
                 argv = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
                 continue
-            if b"tasks.child" in argv and stage.encode() in argv:
+            if ppid == parent and b"tasks.child" in argv and stage.encode() in argv:
                 return int(entry.name)
         time.sleep(0.05)
     raise AssertionError(f"stage {stage} never started")
+
+
+def _start(project: Path, stage: str, env: dict | None = None) -> tuple[subprocess.Popen, int]:
+    """Start `doit` in its own process group and wait until `stage`'s process runs."""
+    proc = subprocess.Popen([sys.executable, "-m", "doit"], cwd=project, text=True, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, **PLAIN, **(env or {})})
+    return proc, _wait_for_stage(stage, proc.pid, deadline=time.monotonic() + 120)
+
+
+def test_ctrl_c_stops_the_stage_and_removes_its_partial_output(project):
+    before = (project / "models/tiny/awq.dvc").read_text()
+    edit_params(project, *STALE["quantize"])
+    proc, _ = _start(project, "quantize")
+    time.sleep(1.5)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends: the whole process group
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert "interrupted (Ctrl-C): quantize stopped, its partial output removed" in output
+    assert (project / "models/tiny/awq.dvc").read_text() == before
+    assert not _leftovers(project)
+    _recover(project, ALL[ALL.index("quantize"):])
+
+
+def test_second_run_refuses_while_one_builds_or_waits_if_asked(project):
+    edit_params(project, *STALE["quantize"])
+    first, _ = _start(project, "quantize")
+    second = doit(project)
+    assert second.returncode == 3 and second.ran == []
+    assert f"another doit run is building in this checkout (pid {first.pid}, running since" in second.output
+    waiting = doit(project, env={"LAB_WAIT_FOR_LOCK": "1"})  # returns once the first run is done
+    first.communicate(timeout=300)
+    assert first.returncode == 0
+    assert waiting.returncode == 0 and waiting.ran == [] and "every stage is up to date" in waiting.output
