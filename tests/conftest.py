@@ -13,8 +13,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PROJECT_FILES = ["dodo.py", "params.yaml", "pyproject.toml", "tasks", "data/data_sample_travel.jsonl",
-                 ".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitignore"]
+PROJECT_FILES = [
+    "dodo.py",
+    "params.yaml",
+    "pyproject.toml",
+    "tasks",
+    "data/data_sample_travel.jsonl",
+    ".dvc/config",
+    ".dvc/.gitignore",
+    ".dvcignore",
+    ".gitignore",
+]
 
 
 @dataclass
@@ -50,9 +59,16 @@ PLAIN = {"NO_COLOR": "1", "COLUMNS": "200", "TERM": "dumb"}
 
 def doit(project: Path, *args: str, env: dict | None = None, preexec_fn=None, timeout: int = 900) -> Run:
     """Run the doit CLI in `project` as a user would (plus `env`); the output is plain text."""
-    proc = subprocess.run([sys.executable, "-m", "doit", *args], cwd=project, env={**os.environ, **PLAIN, **(env or {})},
-                          text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout,
-                          preexec_fn=preexec_fn)
+    proc = subprocess.run(
+        [sys.executable, "-m", "doit", *args],
+        cwd=project,
+        env={**os.environ, **PLAIN, **(env or {})},
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        timeout=timeout,
+        preexec_fn=preexec_fn,
+    )
     return Run(proc.returncode, proc.stdout)
 
 
@@ -63,19 +79,29 @@ def edit_params(project: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new, 1))
 
 
-@pytest.fixture(scope="session")
-def built(tmp_path_factory) -> Path:
-    """The project built once by `doit` from a clean checkout, with the default params."""
-    project = make_project(tmp_path_factory.mktemp("built"))
+def build(dest: Path, *edits: tuple[str, str]) -> Path:
+    """A clean checkout in `dest`, params edited, built by `doit` (every stage must run)."""
+    project = make_project(dest)
+    for old, new in edits:
+        edit_params(project, old, new)
     run = doit(project)
     assert run.returncode == 0, run.output
     assert run.ran == ["data", "base", "quantize", "finetune", "export", "smoke"], run.output
     return project
 
 
+def private_copy(project: Path, dest: Path) -> Path:
+    """A copy of a built project (artifacts, DVC cache and doit's records) for one test to change."""
+    shutil.copytree(project, dest, symlinks=True)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory) -> Path:
+    """The project built once from a clean checkout, with the default params."""
+    return build(tmp_path_factory.mktemp("built"))
+
+
 @pytest.fixture
 def built_copy(built: Path, tmp_path: Path) -> Path:
-    """A private copy of the built project (artifacts, DVC cache and doit's records) to change."""
-    dest = tmp_path / "project"
-    shutil.copytree(built, dest, symlinks=True)
-    return dest
+    return private_copy(built, tmp_path / "project")

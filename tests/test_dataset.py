@@ -30,8 +30,10 @@ def test_lab_file_parses_with_crlf_and_has_duplicates():
 def test_bom_blank_lines_and_extra_keys_are_accepted(tmp_path):
     extra = '{"prompt": "Where?", "response": "Here.", "source": "lab"}'
     records, blank = parse_records(_file(tmp_path, b"\xef\xbb\xbf" + f"{GOOD}\r\n\r\n{extra}\r\n".encode()))
-    assert records == [{"prompt": "Best museum in Paris?", "response": "The Louvre."},
-                       {"prompt": "Where?", "response": "Here."}]
+    assert records == [
+        {"prompt": "Best museum in Paris?", "response": "The Louvre."},
+        {"prompt": "Where?", "response": "Here."},
+    ]
     assert blank == 2  # the empty line and the end of the file
 
 

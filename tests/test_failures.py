@@ -55,8 +55,10 @@ def test_data_path_outside_the_project_is_refused(built_copy):
     [
         (None, "base.path: {folder} is not a folder"),
         ({"architectures": ["BertModel"]}, "has no *ForCausalLM; not a causal LM"),
-        ({"architectures": ["MyForCausalLM"], "auto_map": {"AutoModelForCausalLM": "m.MyForCausalLM"}},
-         "the model ships its own code; set base.trust_remote_code: true to run it"),
+        (
+            {"architectures": ["MyForCausalLM"], "auto_map": {"AutoModelForCausalLM": "m.MyForCausalLM"}},
+            "the model ships its own code; set base.trust_remote_code: true to run it",
+        ),
     ],
 )
 def test_bad_local_base_folder(built_copy, tmp_path, config, message):

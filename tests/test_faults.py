@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PLAIN, doit, edit_params, make_project
+from tests.conftest import PLAIN, build, doit, edit_params, private_copy
 
 pytestmark = pytest.mark.slow
 
@@ -42,25 +42,24 @@ CHEAP = ["export"]  # the default run covers every point on this (quick) stage
 @pytest.fixture(scope="module")
 def small(tmp_path_factory) -> Path:
     """A project built with small quantize/finetune budgets, so that kills and recoveries are quick."""
-    project = make_project(tmp_path_factory.mktemp("faults"))
-    edit_params(project, "max_calib_samples: 128", "max_calib_samples: 32")
-    edit_params(project, "max_steps: 100", "max_steps: 10")
-    assert doit(project).returncode == 0
-    return project
+    return build(
+        tmp_path_factory.mktemp("faults"),
+        ("max_calib_samples: 128", "max_calib_samples: 32"),
+        ("max_steps: 100", "max_steps: 10"),
+    )
 
 
 @pytest.fixture
 def project(small: Path, tmp_path: Path) -> Path:
-    import shutil
-
-    dest = tmp_path / "p"
-    shutil.copytree(small, dest, symlinks=True)
-    return dest
+    return private_copy(small, tmp_path / "p")
 
 
 def _leftovers(project: Path) -> list[str]:
-    return [str(p) for p in project.rglob(".tmp-*")] + [str(p) for p in project.rglob(".old-*")] + [
-        str(p) for p in (project / "models/tiny").glob(".*-*") if p.is_dir()]
+    return (
+        [str(p) for p in project.rglob(".tmp-*")]
+        + [str(p) for p in project.rglob(".old-*")]
+        + [str(p) for p in (project / "models/tiny").glob(".*-*") if p.is_dir()]
+    )
 
 
 def _recover(project: Path, expected: list[str]) -> None:
@@ -81,7 +80,7 @@ def test_kill_inside_a_stage(project, stage, point):
     edit_params(project, *STALE[stage])
     killed = doit(project, env={"LAB_FAILPOINT": f"{stage}:{point}"})
     assert killed.returncode != 0
-    later = ALL[ALL.index(stage) + 1:]
+    later = ALL[ALL.index(stage) + 1 :]
     # A failed stage is re-run whatever it had written; only a run killed after the stage had
     # recorded a complete artifact (doit itself died, so nothing reported a failure) keeps it.
     _recover(project, later if point == "tracked:parent" else [stage, *later])
@@ -94,7 +93,7 @@ def test_killed_run_keeps_the_stages_it_finished(project, stage):
     edit_params(project, *STALE[before])
     killed = doit(project, env={"LAB_FAILPOINT": f"{stage}:start:parent"})
     assert killed.returncode != 0 and before in killed.ran
-    _recover(project, ALL[ALL.index(stage):])
+    _recover(project, ALL[ALL.index(stage) :])
 
 
 @pytest.mark.parametrize("stage", ALL if FULL else ["quantize"])
@@ -106,7 +105,7 @@ def test_kill_while_the_stage_works(project, stage):
     os.kill(pid, signal.SIGKILL)
     proc.communicate(timeout=120)
     assert proc.returncode != 0
-    _recover(project, ALL[ALL.index(stage):])
+    _recover(project, ALL[ALL.index(stage) :])
 
 
 def _wait_for_stage(stage: str, parent: int, deadline: float) -> int:
@@ -126,9 +125,15 @@ def _wait_for_stage(stage: str, parent: int, deadline: float) -> int:
 
 def _start(project: Path, stage: str, env: dict | None = None) -> tuple[subprocess.Popen, int]:
     """Start `doit` in its own process group and wait until `stage`'s process runs."""
-    proc = subprocess.Popen([sys.executable, "-m", "doit"], cwd=project, text=True, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env={**os.environ, **PLAIN, **(env or {})})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "doit"],
+        cwd=project,
+        text=True,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **PLAIN, **(env or {})},
+    )
     return proc, _wait_for_stage(stage, proc.pid, deadline=time.monotonic() + 120)
 
 
@@ -143,7 +148,7 @@ def test_ctrl_c_stops_the_stage_and_removes_its_partial_output(project):
     assert "interrupted (Ctrl-C): quantize stopped, its partial output removed" in output
     assert (project / "models/tiny/awq.dvc").read_text() == before
     assert not _leftovers(project)
-    _recover(project, ALL[ALL.index("quantize"):])
+    _recover(project, ALL[ALL.index("quantize") :])
 
 
 def test_second_run_refuses_while_one_builds_or_waits_if_asked(project):

@@ -26,12 +26,21 @@ def _append(project: Path, rel: str, text: str) -> None:
         f.write(text)
 
 
+def _local_base(project: Path) -> None:
+    """Switch to `source: local`, a folder holding the very checkpoint the tiny source made."""
+    folder = shutil.copytree(project / "models/tiny/base", project.parent / "checkpoint")
+    edit_params(project, "source: tiny ", f"source: local\n  path: {folder}\n ")
+
+
 CHANGES = {
     "comment in params.yaml": (lambda p: _append(p, "params.yaml", "# a note\n"), []),
     "data section": (lambda p: edit_params(p, "eval_fraction: 0.1", "eval_fraction: 0.2"), ALL),
     "data file": (
-        lambda p: _append(p, "data/data_sample_travel.jsonl", '\r\n{"prompt": "Best pizza in Naples?", "response": "Da Michele."}'),
-        ALL),
+        lambda p: _append(
+            p, "data/data_sample_travel.jsonl", '\r\n{"prompt": "Best pizza in Naples?", "response": "Da Michele."}'
+        ),
+        ALL,
+    ),
     "base section": (lambda p: edit_params(p, "seed: 1234", "seed: 99"), ALL[1:]),
     "quantize section": (lambda p: edit_params(p, "max_calib_seq_len: 512", "max_calib_seq_len: 256"), ALL[2:]),
     "finetune section": (lambda p: edit_params(p, "max_steps: 100", "max_steps: 30"), ALL[3:]),
@@ -41,6 +50,8 @@ CHANGES = {
     "export's code": (lambda p: _append(p, "tasks/export.py", "# reviewed\n"), ["export"]),
     "quantize output deleted": (lambda p: shutil.rmtree(p / "models/tiny/awq"), ["quantize"]),
     "adapter edited by hand": (lambda p: _append(p, "models/tiny/ft/adapter/adapter_config.json", " "), ["finetune"]),
+    # The same bytes from another source: base re-runs, its content hash is unchanged, nothing else runs.
+    "base from a local folder": (_local_base, ["base"]),
     ".dvc file deleted": (lambda p: (p / "models/tiny/smoke.dvc").unlink(), ["smoke"]),
 }
 

@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import doit
+from tests.reference import logits_error
 
 pytestmark = pytest.mark.slow
-
-from tests.reference import logits_error
 
 
 def test_clean_build_makes_every_artifact(built):
@@ -24,9 +23,12 @@ def test_clean_build_makes_every_artifact(built):
     assert adapter == ["adapter_config.json", "adapter_model.safetensors", "train_log.json"]  # no base copy
     onnx_dir = models / "onnx-ao" / "model"
     assert {"model.onnx", "model.onnx.data", "genai_config.json", "adapter_weights.onnx_adapter"} <= {
-        p.name for p in onnx_dir.iterdir()}
-    for dvc_file in ["data/prepared.dvc", *[f"models/tiny/{p}.dvc" for p in ("base", "awq", "ft/adapter",
-                                                                              "onnx-ao/model", "smoke")]]:
+        p.name for p in onnx_dir.iterdir()
+    }
+    for dvc_file in [
+        "data/prepared.dvc",
+        *[f"models/tiny/{p}.dvc" for p in ("base", "awq", "ft/adapter", "onnx-ao/model", "smoke")],
+    ]:
         assert (built / dvc_file).is_file(), dvc_file
 
 
@@ -108,3 +110,18 @@ def test_onnx_logits_with_adapter_match_torch_reference(built):
     error, adapter_effect, error_without = logits_error(built)
     assert error < 2e-2 and error_without < 2e-2
     assert adapter_effect > 10 * error  # the comparison can tell an applied adapter from none
+
+
+def test_hf_source_downloads_over_the_hub_protocol(built_copy):
+    """`source: hf` against a local hub serving the tiny checkpoint: base re-runs, its bytes are the
+    same, so nothing after it does; no other stage may reach the network."""
+    from tests.conftest import edit_params
+    from tests.fake_hub import FakeHub
+
+    with FakeHub("lab/tiny-phi3", built_copy / "models/tiny/base") as hub:
+        edit_params(built_copy, "source: tiny ", "source: hf\n  model_id: lab/tiny-phi3\n ")
+        run = doit(built_copy, env={"HF_ENDPOINT": hub.endpoint, "HF_HOME": str(built_copy / ".hf")})
+    assert run.returncode == 0, run.output
+    assert run.ran == ["base"], run.output
+    assert f"GET /lab/tiny-phi3/resolve/{hub.sha}/model.safetensors" in hub.requests
+    assert not list((built_copy / "models/tiny/base").glob(".cache"))
