@@ -4,9 +4,9 @@ from tasks.base import task_base  # noqa: F401
 from tasks.dataset import task_data  # noqa: F401
 from tasks.export import task_export  # noqa: F401
 from tasks.finetune import task_finetune  # noqa: F401
+from tasks.paths import DOIT_DB
 from tasks.quantize import task_quantize  # noqa: F401
 from tasks.smoke import task_smoke  # noqa: F401
-from tasks.paths import DOIT_DB
 from tasks.ui import Reporter
 
 DOIT_CONFIG = {

@@ -7,6 +7,7 @@ Results are appended to benchmarks/results.jsonl; BENCHMARKS.md quotes them.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
 import statistics
@@ -19,6 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from tasks.ui import console  # noqa: E402
 from tests.conftest import doit, make_project  # noqa: E402
 
 NOOP_RUNS = 7
@@ -60,8 +62,10 @@ def main() -> None:
         full_bytes = du(full / "models")
     result = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores",
-        "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "git": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip(),
         "cold_build_tiny_s": round(cold, 1),
         "noop_tiny_s": round(noop_tiny, 3),
         "noop_fullsize_s": round(noop_full, 3),
@@ -72,7 +76,7 @@ def main() -> None:
     with (ROOT / "benchmarks" / "results.jsonl").open("a") as f:
         f.write(json.dumps(result) + "\n")
     for key, value in result.items():
-        print(f"{key:28} {value}")
+        console.print(f"{key:28} {value}")
 
 
 if __name__ == "__main__":

@@ -6,8 +6,13 @@ import json
 import shutil
 from pathlib import Path
 
-SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "generation_config.json",
-              "special_tokens_map.json")
+SIDE_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "generation_config.json",
+    "special_tokens_map.json",
+)
 
 
 def dequantize_tensors(state: dict, bits: int, group_size: int) -> dict:

@@ -1,4 +1,4 @@
-"""base: materialize the base HF checkpoint (the embedded tiny model, a local folder or a hub id)."""
+"""base: materialize the base HF checkpoint (a synthetic Phi-3 made offline, a local folder or a hub id)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from tasks.stage import Stage, make_task
 STAGE = Stage(
     name="base",
     module=__name__,
-    doc="Materialize the base model (embedded tiny Phi-3, local folder or hub id)",
-    upstream=("data",),  # only for source: tiny, whose tokenizer is trained on the train split
-    code=("base.py", "tiny_model.py"),
+    doc="Materialize the base model (synthetic Phi-3 made offline, local folder or hub id)",
+    upstream=("data",),  # only for synthetic sources, whose tokenizer is trained on the train split
+    code=("base.py", "synthetic_model.py"),
     libraries=("torch", "transformers", "tokenizers", "huggingface-hub"),
     params=("base",),
 )
@@ -53,13 +53,14 @@ def run(params, paths, out: Path, channel) -> dict:
     from tasks.errors import StageError
 
     cfg = params.base
-    if cfg.source == "tiny":
+    if cfg.source in ("synthetic", "tiny"):
         from tasks.dataset import read_jsonl
-        from tasks.tiny_model import make_tiny_model
+        from tasks.synthetic_model import make_synthetic_model
 
         train = read_jsonl(paths.output("data") / "train.jsonl")
         texts = [f"{r['prompt']}\n{r['response']}" for r in train]
-        make_tiny_model(texts, out, seed=cfg.tiny.seed, vocab_size=cfg.tiny.vocab_size)
+        shape = "tiny" if cfg.source == "tiny" else cfg.synthetic.shape
+        make_synthetic_model(texts, out, shape, seed=cfg.synthetic.seed, vocab_size=cfg.synthetic.vocab_size)
     elif cfg.source == "local":
         src = Path(cfg.path).expanduser()
         if not src.is_dir():

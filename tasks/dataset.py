@@ -116,8 +116,12 @@ def run(params, paths, out: Path, channel) -> dict:
     _write_jsonl(out / "train.jsonl", train)
     _write_jsonl(out / "eval.jsonl", evals)
     stats = {
-        "source": params.data.path, "records": len(records), "blank_lines": blank,
-        "duplicates_dropped": len(records) - len(unique), "train": len(train), "eval": len(evals),
+        "source": params.data.path,
+        "records": len(records),
+        "blank_lines": blank,
+        "duplicates_dropped": len(records) - len(unique),
+        "train": len(train),
+        "eval": len(evals),
         "eval_prompts": len({r["prompt"] for r in evals}),
     }
     (out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")

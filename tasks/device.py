@@ -17,7 +17,9 @@ def select(device: str, key: str) -> str:
     if torch.cuda.is_available():
         return "cuda"
     if device == "cuda":
-        raise StageError(f"params.yaml: {key}: cuda, but torch {torch.__version__} sees no CUDA device; use auto or cpu")
+        raise StageError(
+            f"params.yaml: {key}: cuda, but torch {torch.__version__} sees no CUDA device; use auto or cpu"
+        )
     return "cpu"
 
 

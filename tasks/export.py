@@ -36,9 +36,21 @@ def builder_command(awq_dir: Path, out: Path, cache: Path, cfg) -> list[str]:
     if not cfg.int4_lm_head:
         extra.append("nodes_to_exclude=/lm_head/MatMul")  # AWQ leaves lm_head in float; so do we
     return [
-        sys.executable, "-m", "onnxruntime_genai.models.builder",
-        "-i", str(awq_dir), "-o", str(out), "-p", "int4", "-e", cfg.device, "-c", str(cache),
-        "--extra_options", *extra,
+        sys.executable,
+        "-m",
+        "onnxruntime_genai.models.builder",
+        "-i",
+        str(awq_dir),
+        "-o",
+        str(out),
+        "-p",
+        "int4",
+        "-e",
+        cfg.device,
+        "-c",
+        str(cache),
+        "--extra_options",
+        *extra,
     ]
 
 
@@ -51,8 +63,13 @@ def run(params, paths, out: Path, channel) -> dict:
     with tempfile.TemporaryDirectory(prefix=".export-", dir=paths.models) as scratch:
         channel.progress("build ONNX, add LoRA", 0, 3)
         # The builder runs as its own process: it prints freely and loads the checkpoint fresh.
-        subprocess.run(builder_command(paths.output("quantize"), out, Path(scratch), params.export),
-                       check=True, cwd=scratch, stdout=sys.stderr, preexec_fn=die_with_parent)
+        subprocess.run(
+            builder_command(paths.output("quantize"), out, Path(scratch), params.export),
+            check=True,
+            cwd=scratch,
+            stdout=sys.stderr,
+            preexec_fn=die_with_parent,
+        )
     channel.progress("build ONNX, add LoRA", 1, 3)
     model_file = out / "model.onnx"
     model = onnx.load(model_file, load_external_data=False)  # weights stay in model.onnx.data

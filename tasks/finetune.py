@@ -25,7 +25,6 @@ STAGE = Stage(
 )
 
 
-
 def task_finetune():
     return make_task(STAGE)
 
@@ -40,13 +39,22 @@ def olive_config(params, base: Path, train: Path, work: Path, dtype: str) -> dic
         "pre_process_data_config": {"text_template": params.template, "max_seq_len": cfg.max_seq_len},
     }
     lora = {
-        "type": "LoRA", "train_data_config": "train_data", "torch_dtype": dtype,
-        "r": cfg.lora_r, "alpha": cfg.lora_alpha, "lora_dropout": cfg.lora_dropout,
+        "type": "LoRA",
+        "train_data_config": "train_data",
+        "torch_dtype": dtype,
+        "r": cfg.lora_r,
+        "alpha": cfg.lora_alpha,
+        "lora_dropout": cfg.lora_dropout,
         "target_modules": list(cfg.target_modules),
         "training_args": {
-            "max_steps": cfg.max_steps, "learning_rate": cfg.learning_rate, "seed": cfg.seed,
-            "per_device_train_batch_size": cfg.batch_size, "logging_steps": 1,
-            "gradient_checkpointing": cfg.gradient_checkpointing, "save_strategy": "no", "report_to": "none",
+            "max_steps": cfg.max_steps,
+            "learning_rate": cfg.learning_rate,
+            "seed": cfg.seed,
+            "per_device_train_batch_size": cfg.batch_size,
+            "logging_steps": 1,
+            "gradient_checkpointing": cfg.gradient_checkpointing,
+            "save_strategy": "no",
+            "report_to": "none",
         },
     }
     return {
@@ -68,7 +76,14 @@ def _progress_callback(channel, total: int, losses: list):
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "loss" in logs:
-                losses.append({"step": state.global_step, "loss": float(logs["loss"])})
+                norm = logs.get("grad_norm")
+                losses.append(
+                    {
+                        "step": state.global_step,
+                        "loss": float(logs["loss"]),
+                        "grad_norm": None if norm is None else float(norm),
+                    }
+                )
 
     return Report
 
@@ -80,6 +95,23 @@ def _quiet_olive_telemetry() -> None:
     from olive.telemetry import telemetry
 
     telemetry.Telemetry._is_ci_environment = staticmethod(lambda: True)
+
+
+def check_trained(losses: list[dict], adapter: Path) -> None:
+    """Fail on a diverged run: the HF Trainer logs a NaN gradient as loss 0 and carries on, and the
+    adapter it saves is NaN, which every later stage would silently use."""
+    import math
+
+    from safetensors.numpy import load_file
+
+    from tasks.errors import StageError
+
+    finite = lambda v: v is None or math.isfinite(v)  # noqa: E731
+    bad = next((e for e in losses if not finite(e["loss"]) or not finite(e["grad_norm"])), None)
+    weights_ok = all(math.isfinite(float(abs(t).max())) for t in load_file(adapter).values())
+    if bad or not weights_ok:
+        where = f"at step {bad['step']} (loss {bad['loss']}, grad norm {bad['grad_norm']})" if bad else ""
+        raise StageError(f"training diverged {where}: the adapter is not finite; lower finetune.learning_rate")
 
 
 def _write_adapter_config(src: Path, out: Path, paths) -> None:
@@ -115,8 +147,14 @@ def run(params, paths, out: Path, channel) -> dict:
         adapter = work / "olive-out" / "adapter"
         if not result.has_output_model() or not (adapter / "adapter_model.safetensors").is_file():
             raise RuntimeError("Olive's LoRA pass produced no adapter (Olive logs its errors and exits 0); see the log")
+        check_trained(losses, adapter / "adapter_model.safetensors")
         shutil.copy(adapter / "adapter_model.safetensors", out / "adapter_model.safetensors")
         _write_adapter_config(adapter / "adapter_config.json", out, paths)
     os.chdir(paths.root)
     (out / "train_log.json").write_text(json.dumps({"device": dev, "dtype": dtype, "loss": losses}, indent=1) + "\n")
-    return {"device": dev, "steps": params.finetune.max_steps, "first_loss": losses[0]["loss"], "last_loss": losses[-1]["loss"]}
+    return {
+        "device": dev,
+        "steps": params.finetune.max_steps,
+        "first_loss": losses[0]["loss"],
+        "last_loss": losses[-1]["loss"],
+    }

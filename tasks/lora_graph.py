@@ -85,20 +85,23 @@ def add_lora_branches(model, pairs: dict, scale: float) -> dict:
         weights[a_name] = np.ascontiguousarray(ab["A"].T).astype(np_type)
         _declare(graph, a_name, io_type, [k, "lora_r"], np.zeros((k, 0), np_type))
         after.setdefault(targets[0].name, []).append(
-            helper.make_node("MatMul", [x, a_name], [a_name + "/out"], name=a_name + "/MatMul"))
+            helper.make_node("MatMul", [x, a_name], [a_name + "/out"], name=a_name + "/MatMul")
+        )
         row = 0
         for node in targets:
             n = _out_features(node, ab["B"].shape[0] if len(targets) == 1 else None)
             b_name = node.name.rsplit("/", 1)[0].lstrip("/").replace("/", ".") + ".lora_B"
-            weights[b_name] = np.ascontiguousarray((scale * ab["B"][row: row + n]).T).astype(np_type)
+            weights[b_name] = np.ascontiguousarray((scale * ab["B"][row : row + n]).T).astype(np_type)
             row += n
             _declare(graph, b_name, io_type, ["lora_r", n], np.zeros((0, n), np_type))
             y = node.output[0]
             node.output[0] = y + "/base"
-            after.setdefault(node.name, []).extend([
-                helper.make_node("MatMul", [a_name + "/out", b_name], [b_name + "/out"], name=b_name + "/MatMul"),
-                helper.make_node("Add", [y + "/base", b_name + "/out"], [y], name=b_name + "/Add"),
-            ])
+            after.setdefault(node.name, []).extend(
+                [
+                    helper.make_node("MatMul", [a_name + "/out", b_name], [b_name + "/out"], name=b_name + "/MatMul"),
+                    helper.make_node("Add", [y + "/base", b_name + "/out"], [y], name=b_name + "/Add"),
+                ]
+            )
         if row != ab["B"].shape[0]:
             raise ValueError(f"model.layers.{layer}.{module}: lora_B has {ab['B'].shape[0]} rows, graph wants {row}")
     ordered = []

@@ -24,18 +24,23 @@ class DataParams(Section):
     head: int = Field(5, ge=0, description="Records shown after preparing, as the lab's `head`.")
 
 
-class TinyParams(Section):
+class SyntheticParams(Section):
+    shape: Literal["tiny", "phi-3.5-mini"] = Field(
+        "tiny", description="tiny: 2 layers, 7 MB; phi-3.5-mini: the public config, 3.8 B parameters (GPU)."
+    )
     seed: int = Field(1234, description="Seed of the random init.")
-    vocab_size: int = Field(1024, ge=300, description="Target size of the BPE vocabulary.")
+    vocab_size: int = Field(1024, ge=300, description="Target size of the BPE tokenizer trained on the data.")
 
 
 class BaseParams(Section):
-    source: Literal["tiny", "local", "hf"] = Field("tiny", description="Where the base model comes from.")
+    source: Literal["synthetic", "tiny", "local", "hf"] = Field(
+        "synthetic", description="synthetic: random weights made offline (tiny: synthetic with shape tiny)."
+    )
     path: Optional[str] = Field(None, description="Folder of an HF checkpoint (source: local).")
     model_id: Optional[str] = Field(None, description="Hub id (source: hf), e.g. microsoft/Phi-3.5-mini-instruct.")
     revision: Optional[str] = Field(None, description="Hub revision (source: hf); pin it for repeatable builds.")
     trust_remote_code: bool = Field(False, description="Run model code shipped with the checkpoint.")
-    tiny: TinyParams = TinyParams()
+    synthetic: SyntheticParams = SyntheticParams()
 
     @model_validator(mode="after")
     def _source_needs_its_key(self):

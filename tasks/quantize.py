@@ -43,8 +43,8 @@ def _check_group_size(base: Path, group: int) -> None:
 
 def run(params, paths, out: Path, channel) -> dict:
     from tasks import device
-    from tasks.errors import StageError
     from tasks.dataset import read_jsonl
+    from tasks.errors import StageError
 
     cfg = params.quantize
     dev = device.select(cfg.device, "quantize.device")
@@ -66,10 +66,18 @@ def run(params, paths, out: Path, channel) -> dict:
         )
     dtype = torch.float16 if dev == "cuda" else torch.float32
     model = AutoAWQForCausalLM.from_pretrained(str(base), torch_dtype=dtype, use_cache=False, safetensors=True)
-    quant_config = {"zero_point": cfg.zero_point, "q_group_size": cfg.q_group_size, "w_bit": cfg.w_bit, "version": cfg.version}
+    quant_config = {
+        "zero_point": cfg.zero_point,
+        "q_group_size": cfg.q_group_size,
+        "w_bit": cfg.w_bit,
+        "version": cfg.version,
+    }
     model.quantize(
-        tokenizer, quant_config=quant_config, calib_data=texts,
-        max_calib_samples=cfg.max_calib_samples, max_calib_seq_len=cfg.max_calib_seq_len,
+        tokenizer,
+        quant_config=quant_config,
+        calib_data=texts,
+        max_calib_samples=cfg.max_calib_samples,
+        max_calib_seq_len=cfg.max_calib_seq_len,
     )
     model.save_quantized(str(out))
     tokenizer.save_pretrained(out)

@@ -29,7 +29,12 @@ CHILD_ENV = {
 def _write_job(stage: Stage, params, paths, fp: dict):
     job = paths.log(stage.name).with_suffix(".job.json")
     job.parent.mkdir(parents=True, exist_ok=True)
-    body = {"root": str(paths.root), "module": stage.module, "fingerprint": fp, "params": params.model_dump(mode="json")}
+    body = {
+        "root": str(paths.root),
+        "module": stage.module,
+        "fingerprint": fp,
+        "params": params.model_dump(mode="json"),
+    }
     job.write_text(json.dumps(body, indent=1))
     return job
 
@@ -57,8 +62,13 @@ def _run_child(stage: Stage, job, paths, env: dict) -> tuple[int, dict, bool]:
     """Run the child to its end; on Ctrl-C let it clean up first. Returns (rc, outcome, interrupted)."""
     with paths.log(stage.name).open("w") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tasks.child", stage.name, str(job)], stdout=subprocess.PIPE,
-            stderr=log_file, cwd=paths.root, env=env, text=True, preexec_fn=die_with_parent,
+            [sys.executable, "-m", "tasks.child", stage.name, str(job)],
+            stdout=subprocess.PIPE,
+            stderr=log_file,
+            cwd=paths.root,
+            env=env,
+            text=True,
+            preexec_fn=die_with_parent,
         )
         try:
             outcome = _follow(proc, stage.name)

@@ -83,13 +83,20 @@ def run(params, paths, out: Path, channel) -> dict:
         ids = tokenizer.encode(params.render(prompt))
         tuned, ttft, seconds = generate(model, tokenizer, ids, params.smoke.max_new_tokens, adapters, name)
         plain, _, _ = generate(model, tokenizer, ids, params.smoke.max_new_tokens)
-        answers.append({
-            "prompt": prompt, "answer": tokenizer.decode(tuned), "answer_without_adapter": tokenizer.decode(plain),
-            "new_tokens": len(tuned), "tokens_per_second": round(len(tuned) / seconds, 1),
-            "time_to_first_token_ms": round(1000 * ttft, 1),
-        })
+        answers.append(
+            {
+                "prompt": prompt,
+                "answer": tokenizer.decode(tuned),
+                "answer_without_adapter": tokenizer.decode(plain),
+                "new_tokens": len(tuned),
+                "tokens_per_second": round(len(tuned) / seconds, 1),
+                "time_to_first_token_ms": round(1000 * ttft, 1),
+            }
+        )
         channel.progress("prompts", i + 1, len(params.smoke.prompts))
-    (out / "answers.json").write_text(json.dumps({"device": dev, "answers": answers}, indent=2, ensure_ascii=False) + "\n")
+    (out / "answers.json").write_text(
+        json.dumps({"device": dev, "answers": answers}, indent=2, ensure_ascii=False) + "\n"
+    )
     # Quoted, with escapes: a tiny model's answer can be all newlines.
     rows = [[a["prompt"], json.dumps(a["answer"], ensure_ascii=False), f"{a['tokens_per_second']}"] for a in answers]
     channel.table(f"answers with adapter '{name}' ({dev})", ["prompt", "answer", "tokens/s"], rows)

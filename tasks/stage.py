@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -29,10 +30,13 @@ class Stage:
     params: tuple[str, ...]  # params sections (top-level keys) the stage reads
 
 
+PARAMS_ENV = "LAB_PARAMS"  # another params file (relative to the project), e.g. params/phi35-h100.yaml
+
+
 @functools.cache
 def project(root: Path = ROOT):
     """(Params, Paths) of the project, validated once per process."""
-    params = load_params(root / "params.yaml")
+    params = load_params(root / os.environ.get(PARAMS_ENV, "params.yaml"))
     paths = Paths(root, params.name)
     try:
         paths.inside(params.data.path, "data.path")
@@ -55,8 +59,8 @@ def _source_hash(module: str) -> str:
 
 
 def upstream_of(stage: Stage, params) -> tuple[str, ...]:
-    """Upstream stages; the tiny base trains its tokenizer on the train split, other sources don't."""
-    if stage.name == "base" and params.base.source != "tiny":
+    """Upstream stages; a synthetic base trains its tokenizer on the train split, other sources don't."""
+    if stage.name == "base" and params.base.source not in ("synthetic", "tiny"):
         return ()
     return stage.upstream
 

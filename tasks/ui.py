@@ -28,8 +28,12 @@ class StageProgress:
     def __init__(self, stage: str):
         self.stage = stage
         self.progress = Progress(
-            TextColumn("   {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=console, transient=True,
+            TextColumn("   {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
         )
         self.bars: dict[str, int] = {}
 

@@ -68,7 +68,7 @@ def test_bad_local_base_folder(built_copy, tmp_path, config, message):
     if config is not None:
         folder.mkdir()
         (folder / "config.json").write_text(json.dumps(config))
-    edit_params(built_copy, "source: tiny ", f"source: local\n  path: {folder}\n ")
+    edit_params(built_copy, "source: synthetic ", f"source: local\n  path: {folder}\n ")
     before = _records(built_copy)
     run = doit(built_copy)
     assert run.returncode != 0 and run.failed == ["base"] and run.ran == []

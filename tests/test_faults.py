@@ -36,6 +36,7 @@ STALE = {
 CHILD_POINTS = ["start", "staged", "renamed", "dvc-added", "tracked"]
 PARENT_POINTS = ["staged:parent", "tracked:parent"]  # the doit process itself is killed
 FULL = os.environ.get("LAB_FAULT_MATRIX") == "1"
+KILL_AFTER = {"data": 0.3, "smoke": 0.5}  # seconds into the stage process; these two finish in ~1.5 s
 CHEAP = ["export"]  # the default run covers every point on this (quick) stage
 
 
@@ -101,7 +102,7 @@ def test_kill_while_the_stage_works(project, stage):
     """SIGKILL to the stage process halfway through its work (timed from its start)."""
     edit_params(project, *STALE[stage])
     proc, pid = _start(project, stage)
-    time.sleep(1.0)
+    time.sleep(KILL_AFTER.get(stage, 1.0))
     os.kill(pid, signal.SIGKILL)
     proc.communicate(timeout=120)
     assert proc.returncode != 0

@@ -29,7 +29,7 @@ def _append(project: Path, rel: str, text: str) -> None:
 def _local_base(project: Path) -> None:
     """Switch to `source: local`, a folder holding the very checkpoint the tiny source made."""
     folder = shutil.copytree(project / "models/tiny/base", project.parent / "checkpoint")
-    edit_params(project, "source: tiny ", f"source: local\n  path: {folder}\n ")
+    edit_params(project, "source: synthetic ", f"source: local\n  path: {folder}\n ")
 
 
 CHANGES = {

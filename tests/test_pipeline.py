@@ -119,7 +119,7 @@ def test_hf_source_downloads_over_the_hub_protocol(built_copy):
     from tests.fake_hub import FakeHub
 
     with FakeHub("lab/tiny-phi3", built_copy / "models/tiny/base") as hub:
-        edit_params(built_copy, "source: tiny ", "source: hf\n  model_id: lab/tiny-phi3\n ")
+        edit_params(built_copy, "source: synthetic ", "source: hf\n  model_id: lab/tiny-phi3\n ")
         run = doit(built_copy, env={"HF_ENDPOINT": hub.endpoint, "HF_HOME": str(built_copy / ".hf")})
     assert run.returncode == 0, run.output
     assert run.ran == ["base"], run.output

@@ -1,4 +1,8 @@
-"""The embedded tiny Phi-3 model: a small Phi3ForCausalLM and a BPE tokenizer, made offline."""
+"""Synthetic Phi-3 models made offline: random weights of a given shape and a BPE tokenizer trained on the data.
+
+Random weights cost the same compute as trained ones, so stage times and sizes of the phi-3.5-mini
+shape are representative; quality figures on them mean nothing.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +12,36 @@ from pathlib import Path
 # Phi-3's chat markers. They are added as whole tokens so the lab's template tokenizes as on Phi-3.
 CHAT_TOKENS = ["<|endoftext|>", "<|user|>", "<|assistant|>", "<|end|>"]
 
-# Small, but every linear layer's input width is a multiple of AWQ's group size (128), as on the
-# real model, so quantize, finetune and export run the same code paths.
-TINY_SHAPE = {
-    "hidden_size": 256,
-    "intermediate_size": 512,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 4,
-    "max_position_embeddings": 4096,
-    "original_max_position_embeddings": 4096,
+SHAPES = {
+    # Small, but every linear layer's input width is a multiple of AWQ's group size (128), as on
+    # the real model, so quantize, finetune and export run the same code paths.
+    "tiny": {
+        "hidden_size": 256,
+        "intermediate_size": 512,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 4,
+        "max_position_embeddings": 4096,
+        "original_max_position_embeddings": 4096,
+        "rope_scaling": None,
+    },
+    # microsoft/Phi-3.5-mini-instruct's public config.json (3.82 B parameters). Its LongRoPE factors
+    # are not embedded here: these placeholders have the right length and cost the same.
+    "phi-3.5-mini": {
+        "hidden_size": 3072,
+        "intermediate_size": 8192,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 32,
+        "max_position_embeddings": 131072,
+        "original_max_position_embeddings": 4096,
+        "vocab_size": 32064,
+        "rope_scaling": {
+            "type": "longrope",
+            "short_factor": [1.0] * 48,
+            "long_factor": [1.0 + i for i in range(48)],
+        },
+    },
 }
 
 
@@ -59,8 +83,9 @@ def save_tokenizer(tok, out_dir: Path) -> None:
     cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 
-def make_tiny_model(texts: list[str], out_dir: Path, seed: int, vocab_size: int) -> None:
-    """Create the tiny model and tokenizer in `out_dir`; the same inputs give the same bytes."""
+def make_synthetic_model(texts: list[str], out_dir: Path, shape: str, seed: int, vocab_size: int) -> None:
+    """Create a model of `shape` and its tokenizer in `out_dir`; the same inputs on the same kind of
+    device give the same bytes. The large shape is initialized on CUDA when present (minutes on a CPU)."""
     import torch
     from transformers import GenerationConfig, Phi3Config, Phi3ForCausalLM
 
@@ -68,19 +93,26 @@ def make_tiny_model(texts: list[str], out_dir: Path, seed: int, vocab_size: int)
     tok = train_tokenizer(texts, vocab_size)
     save_tokenizer(tok, out_dir)
     end_id, eot_id = tok.token_to_id("<|end|>"), tok.token_to_id("<|endoftext|>")
+    dims = {"vocab_size": tok.get_vocab_size(), **SHAPES[shape]}  # a larger vocab pads the embeddings
+    dtype = torch.float32 if shape == "tiny" else torch.bfloat16  # the published model is bf16
     config = Phi3Config(
-        vocab_size=tok.get_vocab_size(),
         bos_token_id=eot_id,
         eos_token_id=[end_id, eot_id],
         pad_token_id=eot_id,
         tie_word_embeddings=False,
-        rope_scaling=None,
         sliding_window=None,
-        torch_dtype="float32",
-        **TINY_SHAPE,
+        torch_dtype=str(dtype).removeprefix("torch."),
+        **dims,
     )
     torch.manual_seed(seed)
-    model = Phi3ForCausalLM(config).eval()
+    device = "cuda" if shape != "tiny" and torch.cuda.is_available() else "cpu"
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = Phi3ForCausalLM(config).eval()
+    finally:
+        torch.set_default_dtype(default)
     model.save_pretrained(out_dir, safe_serialization=True)
     GenerationConfig(
         bos_token_id=eot_id, eos_token_id=[end_id, eot_id], pad_token_id=eot_id, do_sample=False
