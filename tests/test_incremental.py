@@ -96,3 +96,17 @@ def test_export_with_fp32_compute_matches_torch_closely(built_copy):
     error, adapter_effect, error_without = logits_error(built_copy)
     assert error < 1e-3 and error_without < 1e-3
     assert adapter_effect > 100 * error
+
+
+@pytest.mark.parametrize("stage", ["base", "export"])  # quantize, finetune: see the table above
+def test_a_forced_rebuild_gives_the_same_bytes(built_copy, stage):
+    """Same inputs, same bytes: a forced rebuild leaves the content hash, so nothing after it runs."""
+    dvc = {"base": "base", "quantize": "awq", "finetune": "ft/adapter", "export": "onnx-ao/model"}[stage]
+    before = _md5_line(built_copy / f"models/tiny/{dvc}.dvc")
+    assert doit(built_copy, "-s", "-a", stage).ran == [stage]
+    assert _md5_line(built_copy / f"models/tiny/{dvc}.dvc") == before
+    assert doit(built_copy).ran == []
+
+
+def _md5_line(dvc_file: Path) -> str:
+    return next(line for line in dvc_file.read_text().splitlines() if "md5:" in line)
