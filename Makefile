@@ -19,8 +19,10 @@ test:
 bench:
 	$(BIN)/python benchmarks/build_times.py
 
-lock:
-	$(BIN)/pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu/torch==\1/' > constraints.txt
+lock:  # re-pin constraints.txt from the current .venv (torch without its +cpu label: it names the same file)
+	head -2 constraints.txt > constraints.new
+	$(BIN)/pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu/torch==\1/' >> constraints.new
+	mv constraints.new constraints.txt
 
 faults:  # every kill point in every stage (~20 minutes); counts go to FAULTS.md
 	LAB_FAULT_MATRIX=1 $(BIN)/pytest -q tests/test_faults.py
