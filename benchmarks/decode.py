@@ -48,7 +48,10 @@ def genai(models: Path, device: str) -> dict:
         first = time.perf_counter()
         while not gen.is_done():
             gen.generate_next_token()
-        runs.append((first - start, (NEW - 1) / (time.perf_counter() - first)))
+        seconds, made = time.perf_counter() - first, len(gen.get_sequence(0)) - PROMPT
+        if made < NEW:  # an early stop would turn into an absurd rate (seen: NaN adapter, 1 token)
+            raise SystemExit(f"genai stopped after {made} of {NEW} tokens (EOS or non-finite logits): not timed")
+        runs.append((first - start, (NEW - 1) / seconds))
     weights = sum(p.stat().st_size for p in onnx_dir.glob("model.onnx*"))
     return {"ttft_ms": round(1000 * runs[-1][0], 1), "tokens_per_s": round(runs[-1][1], 1), "weight_bytes": weights}
 
