@@ -2,6 +2,7 @@
 
 from tasks.base import task_base  # noqa: F401
 from tasks.dataset import task_data  # noqa: F401
+from tasks.evaluate import task_evaluate  # noqa: F401
 from tasks.export import task_export  # noqa: F401
 from tasks.finetune import task_finetune  # noqa: F401
 from tasks.paths import DOIT_DB
@@ -10,7 +11,7 @@ from tasks.smoke import task_smoke  # noqa: F401
 from tasks.ui import Reporter
 
 DOIT_CONFIG = {
-    "default_tasks": ["data", "base", "quantize", "finetune", "export", "smoke"],
+    "default_tasks": ["data", "base", "quantize", "finetune", "export", "smoke", "evaluate"],
     "backend": "sqlite3",
     "dep_file": DOIT_DB,
     "reporter": Reporter,

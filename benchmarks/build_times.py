@@ -1,4 +1,5 @@
-"""Benchmark: cold build, no-op build, and no-op build over full-size artifacts (`make bench`).
+"""Benchmark: cold build, no-op build, no-op build over full-size artifacts, and restoring a stage
+from DVC's cache versus recomputing it (`make bench`).
 
 Each figure is wall time of a `doit` process, start to exit, in a fresh copy of the project.
 Results are appended to benchmarks/results.jsonl; BENCHMARKS.md quotes them.
@@ -21,18 +22,34 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from tasks.ui import console  # noqa: E402
-from tests.conftest import doit, make_project  # noqa: E402
+from tests.conftest import doit, edit_params, make_project  # noqa: E402
 
 NOOP_RUNS = 7
 
 
 def timed(project: Path, *args: str) -> tuple[float, list[str]]:
+    seconds, run = timed_run(project, *args)
+    return seconds, run.ran
+
+
+def timed_run(project: Path, *args: str):
     start = time.perf_counter()
     run = doit(project, *args)
     seconds = time.perf_counter() - start
     if run.returncode:
         raise SystemExit(f"doit {' '.join(args)} failed in {project}:\n{run.output}")
-    return seconds, run.ran
+    return seconds, run
+
+
+def recompute_then_restore(project: Path, old: str, new: str, *args: str) -> tuple[float, float, list[str]]:
+    """Change a param (the stages after it recompute), change it back (they come from the cache)."""
+    edit_params(project, old, new)
+    recompute, run = timed_run(project, *args)
+    assert run.ran and not run.restored, run.output
+    edit_params(project, new, old)
+    restore, run = timed_run(project, *args)
+    assert run.restored and not run.ran, run.output
+    return recompute, restore, run.restored
 
 
 def noop_median(project: Path, *args: str) -> float:
@@ -52,14 +69,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         tiny = make_project(Path(tmp) / "tiny")
         cold, ran = timed(tiny)
-        assert ran == ["data", "base", "quantize", "finetune", "export", "smoke"], ran
+        assert ran == ["data", "base", "quantize", "finetune", "export", "smoke", "evaluate"], ran
         noop_tiny = noop_median(tiny)
+        lr = ("learning_rate: 0.0002", "learning_rate: 0.001")
+        recompute_tiny, restore_tiny, restored_tiny = recompute_then_restore(tiny, *lr)
         full = make_project(Path(tmp) / "full")
         shutil.copytree(ROOT / "benchmarks", full / "benchmarks", ignore=shutil.ignore_patterns("__pycache__"))
         fullsize = ["-f", "benchmarks/dodo_fullsize.py", "-d", "."]
         cold_full, _ = timed(full, *fullsize)
         noop_full = noop_median(full, *fullsize)
         full_bytes = du(full / "models")
+        seed = ("seed: 1234", "seed: 99")  # base's seed: every model stage, 9.9 GB of outputs
+        recompute_full, restore_full, restored_full = recompute_then_restore(full, *seed, *fullsize)
     result = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
@@ -72,6 +93,12 @@ def main() -> None:
         "fullsize_artifacts_gb": round(full_bytes / 1e9, 2),
         "fullsize_first_build_s": round(cold_full, 1),
         "noop_fullsize_over_tiny": round(noop_full / noop_tiny, 2),
+        "restored_tiny": restored_tiny,
+        "recompute_tiny_s": round(recompute_tiny, 2),
+        "restore_tiny_s": round(restore_tiny, 2),
+        "restored_fullsize": restored_full,
+        "rewrite_fullsize_s": round(recompute_full, 2),  # stand-in stages: writing the bytes, no compute
+        "restore_fullsize_s": round(restore_full, 2),
     }
     with (ROOT / "benchmarks" / "results.jsonl").open("a") as f:
         f.write(json.dumps(result) + "\n")

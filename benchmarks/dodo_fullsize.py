@@ -3,7 +3,7 @@
 import dataclasses
 
 from dodo import DOIT_CONFIG  # noqa: F401
-from tasks import base, dataset, export, finetune, quantize, smoke
+from tasks import base, dataset, evaluate, export, finetune, quantize, smoke
 from tasks.stage import make_task
 
 
@@ -14,3 +14,4 @@ def _fullsize(module):
 
 task_data, task_base, task_quantize = _fullsize(dataset), _fullsize(base), _fullsize(quantize)
 task_finetune, task_export, task_smoke = _fullsize(finetune), _fullsize(export), _fullsize(smoke)
+task_evaluate = _fullsize(evaluate)

@@ -56,17 +56,31 @@ def staging(final: Path):
     failpoint("renamed")
 
 
-def read_dvc(dvc_file: Path) -> dict | None:
-    """The parsed .dvc file, or None when it is missing or unreadable."""
+def read_yaml(path: Path) -> dict | None:
+    """The parsed YAML file, or None when it is missing or unreadable."""
     try:
-        return yaml.load(dvc_file.read_text(encoding="utf-8"), Loader=_Loader)
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
     except (OSError, yaml.YAMLError):
         return None
 
 
+def write_yaml(path: Path, doc: dict) -> None:
+    """Replace `path` in one rename, so a reader never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    tmp.replace(path)
+
+
+def write_json(path: Path, doc: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
 def content_hash(dvc_file: Path) -> str | None:
     """DVC's content hash of an artifact (md5 of its .dir manifest), read from its .dvc file."""
-    doc = read_dvc(dvc_file)
+    doc = read_yaml(dvc_file)
     try:
         return doc["outs"][0]["md5"]
     except (TypeError, KeyError, IndexError):
@@ -74,18 +88,29 @@ def content_hash(dvc_file: Path) -> str | None:
 
 
 def dvc_track(root: Path, out: Path, meta: dict) -> None:
-    """`dvc add` the folder and store the build record in the `meta:` field of its .dvc file."""
+    """`dvc add` the folder, store the build record in the `meta:` field of its .dvc file, and
+    file that record in the run-cache."""
     from dvc.repo import Repo
+
+    from tasks import runcache
 
     with Repo(str(root)) as repo:
         repo.add(str(out))
-    failpoint("dvc-added")
-    dvc_file = out.with_name(out.name + ".dvc")
-    doc = read_dvc(dvc_file)
-    doc["meta"] = meta
-    tmp = dvc_file.with_suffix(".dvc.tmp")
-    tmp.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
-    tmp.replace(dvc_file)
+        failpoint("dvc-added")
+        dvc_file = out.with_name(out.name + ".dvc")
+        write_yaml(dvc_file, {**read_yaml(dvc_file), "meta": meta})
+        runcache.save(repo, root, dvc_file)
+
+
+def publish_records(paths, stage: str, metrics: dict) -> None:
+    """The git-tracked side of a build, for `dvc metrics` and `dvc plots` at any revision: the
+    stage's metrics file, and copies of the CSV files it left under `plots/` in its output."""
+    write_json(paths.metrics(stage), metrics)
+    plots = paths.output(stage) / "plots"
+    if plots.is_dir():
+        paths.plots().mkdir(parents=True, exist_ok=True)
+        for source in plots.iterdir():
+            shutil.copyfile(source, paths.plots() / source.name)
 
 
 def file_stats(folder: Path) -> dict[str, list[int]]:

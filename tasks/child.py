@@ -13,7 +13,9 @@ import logging
 import os
 import shutil
 import sys
+import time
 import traceback
+from datetime import datetime, timezone
 from pathlib import Path
 
 
@@ -67,6 +69,20 @@ def _explain(exc: Exception, stage: str, out: Path, placed: bool) -> tuple[str, 
     return f"{type(exc).__name__}: {exc}", 1
 
 
+def build_record(stage: str, out: Path, seconds: float, summary: dict, fingerprint: dict) -> dict:
+    """The `meta:` of a stage's .dvc file: when, what it measured (its metrics), what from."""
+    from tasks.artifacts import file_stats
+
+    sizes = [size for size, _ in file_stats(out).values()]
+    numbers = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {
+        "stage": stage,
+        "built": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "metrics": {"seconds": round(seconds, 2), "bytes": sum(sizes), "files": len(sizes), **numbers},
+        "fingerprint": fingerprint,
+    }
+
+
 def main(stage_name: str, job_file: str) -> int:
     channel = _take_over_stdout()
     from tasks import artifacts
@@ -85,10 +101,13 @@ def main(stage_name: str, job_file: str) -> int:
     placed = False
     try:
         artifacts.failpoint("start")
+        started = time.perf_counter()
         with artifacts.staging(out) as tmp:
             summary = module.run(params, paths, tmp, channel) or {}
         placed = True
-        artifacts.dvc_track(paths.root, out, {"stage": stage_name, "fingerprint": job["fingerprint"]})
+        meta = build_record(stage_name, out, time.perf_counter() - started, summary, job["fingerprint"])
+        artifacts.dvc_track(paths.root, out, meta)
+        artifacts.publish_records(paths, stage_name, meta["metrics"])
         artifacts.failpoint("tracked")
     except Exception as exc:
         message, code = _explain(exc, stage_name, out, placed)

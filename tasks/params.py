@@ -104,6 +104,15 @@ class SmokeParams(Section):
     device: Device = Field("auto", description="Execution provider: auto follows export.device.")
 
 
+class EvaluateParams(Section):
+    max_examples: int = Field(0, ge=0, description="Eval records measured (0: the whole eval split).")
+    max_seq_len: int = Field(1024, ge=16, description="Tokens per eval text (longer ones are cut).")
+    match_tokens: int = Field(8, ge=1, description="An answer matches when its first N tokens are the reference's.")
+    decode_tokens: int = Field(64, ge=1, description="New tokens per decode-speed run.")
+    decode_rounds: int = Field(3, ge=1, description="Decode-speed runs (best one kept) after a warm-up.")
+    device: Device = Field("auto", description="torch models; the ONNX model follows export.device like smoke.")
+
+
 class Params(Section):
     name: str = Field("tiny", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Artifacts go to models/<name>/.")
     template: str = Field(LAB_TEMPLATE, description="Chat template of calibration, training and prompts.")
@@ -113,6 +122,7 @@ class Params(Section):
     finetune: FinetuneParams = FinetuneParams()
     export: ExportParams = ExportParams()
     smoke: SmokeParams = SmokeParams()
+    evaluate: EvaluateParams = EvaluateParams()
 
     @field_validator("template")
     @classmethod

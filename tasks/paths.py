@@ -31,11 +31,20 @@ class Paths:
             "finetune": self.models / "ft" / "adapter",
             "export": self.models / "onnx-ao" / "model",
             "smoke": self.models / "smoke",
+            "evaluate": self.models / "eval",
         }[stage]
 
     def dvc_file(self, stage: str) -> Path:
         out = self.output(stage)
         return out.with_name(out.name + ".dvc")
+
+    def metrics(self, stage: str) -> Path:
+        """A stage's metrics (git-tracked, read by `dvc metrics show/diff` through dvc.yaml)."""
+        return self.root / "models" / "metrics" / self.name / f"{stage}.json"
+
+    def plots(self) -> Path:
+        """CSV files for `dvc plots` (git-tracked, listed in dvc.yaml), copied from stage outputs."""
+        return self.root / "models" / "plots" / self.name
 
     def log(self, stage: str) -> Path:
         return self.logs / f"{stage}.log"

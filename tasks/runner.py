@@ -11,9 +11,9 @@ import time
 
 from doit.exceptions import TaskFailed
 
-from tasks import artifacts, ui
+from tasks import artifacts, runcache, ui
 from tasks.child import die_with_parent
-from tasks.stage import Stage, fingerprint, project, save_values
+from tasks.stage import Stage, UpToDate, fingerprint, project, save_values
 
 # Offline by default: nothing may reach a model hub unless a stage asks for it (base, source: hf).
 CHILD_ENV = {
@@ -79,10 +79,51 @@ def _run_child(stage: Stage, job, paths, env: dict) -> tuple[int, dict, bool]:
             return proc.returncode, {}, True
 
 
+def _values(paths, stage: str, seconds: float, summary: dict, **extra) -> dict:
+    """What doit stores for a finished stage: its files' stats (the cheap integrity check), the
+    content hash it was checked against, and what the reporter shows."""
+    files = artifacts.file_stats(paths.output(stage))
+    return {
+        "files": files,
+        "md5": artifacts.content_hash(paths.dvc_file(stage)),
+        "size": sum(size for size, _ in files.values()),
+        "seconds": round(seconds, 2),
+        "summary": summary,
+        **extra,
+    }
+
+
+def _restore(stage: Stage, task, paths, fp: dict) -> dict | None:
+    """A stale stage whose exact fingerprint was built before comes back from DVC's cache."""
+    check = next(u for u, *_ in task.uptodate if isinstance(u, UpToDate))
+    if check.reason is None:
+        return None  # up to date, yet asked to run: forced (`doit -a`), so recompute
+    # A restore killed half-way needs no cleanup: doit's record (content hash and file stats) then
+    # disagrees with the .dvc file or the folder, so the next run restores again.
+    started = time.perf_counter()
+    try:
+        doc, refused = runcache.restore(paths.root, paths.dvc_file(stage.name), fp)
+    except Exception as exc:  # noqa: BLE001  (a broken cache or a full disk: building is still right)
+        doc, refused = None, [f"the DVC cache could not be read ({type(exc).__name__}: {exc})"]
+    for why in refused:
+        ui.console.print(f"   [yellow]cached build of {stage.name} not used[/]: {why}")
+    if doc is None:
+        return None
+    artifacts.publish_records(paths, stage.name, doc["meta"].get("metrics", {}))
+    how = "checked out" if doc["changed"] else "verified in place"
+    values = _values(paths, stage.name, time.perf_counter() - started, doc["meta"].get("metrics", {}), restored=how)
+    save_values(task.name, values)
+    return values
+
+
 def run_stage(stage: Stage, task):
-    """doit action: build one stage in a child process; return values doit stores for the task."""
+    """doit action: restore the stage from DVC's cache if it was built from the same inputs before,
+    else build it in a child process; return values doit stores for the task."""
     params, paths = project()
     fp = fingerprint(stage, params, paths)
+    restored = _restore(stage, task, paths, fp)
+    if restored:
+        return restored
     job = _write_job(stage, params, paths, fp)
     log = paths.log(stage.name)
     env = {**os.environ, **CHILD_ENV}
@@ -95,12 +136,7 @@ def run_stage(stage: Stage, task):
     if rc != 0 or outcome.get("kind") != "summary":
         reason = outcome.get("message") or f"the stage process exited with code {rc}"
         return TaskFailed(f"{reason}\n  log: {log}")
-    files = artifacts.file_stats(paths.output(stage.name))
-    values = {
-        "files": files,
-        "size": sum(size for size, _ in files.values()),
-        "seconds": round(time.perf_counter() - started, 2),
-        "summary": {k: v for k, v in outcome.items() if k != "kind"},
-    }
+    summary = {k: v for k, v in outcome.items() if k != "kind"}
+    values = _values(paths, stage.name, time.perf_counter() - started, summary)
     save_values(task.name, values)
     return values

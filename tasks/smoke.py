@@ -55,15 +55,14 @@ def generate(model, tokenizer, prompt_ids, max_new_tokens: int, adapters=None, a
     return tokens, first, time.perf_counter() - start
 
 
-def _device(params, model_dir: Path) -> str:
+def pick_device(chosen: str, model_dir: Path, key: str) -> str:
     from tasks import device
 
-    chosen = params.smoke.device
     if chosen == "auto":  # follow the provider the model was exported for, if this machine has it
         cfg = json.loads((model_dir / "genai_config.json").read_text())
         built_for_cuda = "cuda" in json.dumps(cfg["model"]["decoder"]["session_options"]["provider_options"])
         chosen = "auto" if built_for_cuda else "cpu"
-    return device.select(chosen, "smoke.device")
+    return device.select(chosen, key)
 
 
 def run(params, paths, out: Path, channel) -> dict:
@@ -72,7 +71,7 @@ def run(params, paths, out: Path, channel) -> dict:
     from tasks.export import ADAPTER_FILE
 
     model_dir = paths.output("export")
-    dev = _device(params, model_dir)
+    dev = pick_device(params.smoke.device, model_dir, "smoke.device")
     model = load_model(model_dir, dev)
     tokenizer = og.Tokenizer(model)
     adapters = og.Adapters(model)

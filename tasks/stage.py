@@ -88,13 +88,13 @@ def fingerprint(stage: Stage, params, paths: Paths) -> dict:
     }
 
 
-def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:
+def diff_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
     """Dotted keys whose values differ between two fingerprints."""
     keys = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
-            keys += _diff(a, b, f"{prefix}{key}.")
+            keys += diff_keys(a, b, f"{prefix}{key}.")
         elif a != b:
             keys.append(f"{prefix}{key}")
     return keys
@@ -124,15 +124,17 @@ class UpToDate:
 
     def _why_stale(self, values: dict) -> str | None:
         params, paths = project()
-        doc = artifacts.read_dvc(paths.dvc_file(self.stage.name))
+        doc = artifacts.read_yaml(paths.dvc_file(self.stage.name))
         if not doc:
             return f"{paths.dvc_file(self.stage.name)} is missing"
         stored = (doc.get("meta") or {}).get("fingerprint") or {}
-        changed = _diff(stored, fingerprint(self.stage, params, paths))
+        changed = diff_keys(stored, fingerprint(self.stage, params, paths))
         if changed:
             return "changed: " + ", ".join(changed[:6])
         if "files" not in values:
             return "doit holds no record of building it (new checkout or `doit forget`)"
+        if values.get("md5") != artifacts.content_hash(paths.dvc_file(self.stage.name)):
+            return "its .dvc file names another version than the one built here (git checkout?)"
         out = paths.output(self.stage.name)
         why, current = artifacts.damage(paths.root, out, paths.dvc_file(self.stage.name), values["files"])
         if why is None and current != values["files"]:

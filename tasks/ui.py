@@ -67,6 +67,7 @@ class Reporter(ConsoleReporter):
         super().__init__(outstream, options)
         self.started: dict[str, float] = {}
         self.ran = 0
+        self.status: dict[str, str] = {}  # stage: what this run did with it, for the summary table
 
     def initialize(self, tasks, selected_tasks):
         """A build starts: take the checkout's run lock (held until this process exits)."""
@@ -88,7 +89,14 @@ class Reporter(ConsoleReporter):
         seconds = time.perf_counter() - self.started.get(task.name, time.perf_counter())
         size = task.values.get("size")
         extra = f", {human_size(size)}" if size is not None else ""
-        console.print(f"[bold green]✔ {task.name}[/] {seconds:.1f}s{extra}")
+        self.status[task.name] = "restored" if task.values.get("restored") else "built"
+        if task.values.get("restored"):
+            how = task.values["restored"]
+            console.print(
+                f"[bold green]↺ {task.name}[/] restored from cache ({how}, no recompute) {seconds:.1f}s{extra}"
+            )
+        else:
+            console.print(f"[bold green]✔ {task.name}[/] {seconds:.1f}s{extra}")
 
     def add_failure(self, task, fail):
         self.failures.append({"task": task, "exception": fail})
@@ -96,6 +104,7 @@ class Reporter(ConsoleReporter):
         console.print(f"[bold red]✘ {task.name} failed[/]\n  {message}")
 
     def skip_uptodate(self, task):
+        self.status[task.name] = "up to date"
         console.print(f"[dim]· {task.name} up to date[/]")
 
     def skip_ignore(self, task):
@@ -110,5 +119,16 @@ class Reporter(ConsoleReporter):
         if self.failures:
             names = ", ".join(f["task"].name for f in self.failures)
             console.print(f"[bold red]build failed[/] in {names}; later stages did not run")
-        elif self.ran == 0 and not self.runtime_errors:
-            console.print("[green]nothing to do: every stage is up to date[/]")
+        elif not self.runtime_errors:
+            self._summary()
+            if self.ran == 0:
+                console.print("[green]nothing to do: every stage is up to date[/]")
+
+    def _summary(self) -> None:
+        """Each stage's time, size and key metric, with evaluate's figures (`doit report` has it all)."""
+        from tasks.report import summary_table
+        from tasks.stage import project
+
+        table = summary_table(project()[1], self.status)
+        if table is not None and self.status:
+            console.print(table)

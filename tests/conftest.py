@@ -19,6 +19,7 @@ PROJECT_FILES = [
     "pyproject.toml",
     "tasks",
     "data/data_sample_travel.jsonl",
+    "dvc.yaml",
     ".dvc/config",
     ".dvc/.gitignore",
     ".dvcignore",
@@ -35,6 +36,11 @@ class Run:
     def ran(self) -> list[str]:
         """Stages the reporter says finished, in order."""
         return re.findall(r"^✔ (\w+)", self.output, flags=re.M)
+
+    @property
+    def restored(self) -> list[str]:
+        """Stages the reporter says came back from the DVC cache, without recompute."""
+        return re.findall(r"^↺ (\w+) restored from cache", self.output, flags=re.M)
 
     @property
     def failed(self) -> list[str]:
@@ -86,7 +92,7 @@ def build(dest: Path, *edits: tuple[str, str]) -> Path:
         edit_params(project, old, new)
     run = doit(project)
     assert run.returncode == 0, run.output
-    assert run.ran == ["data", "base", "quantize", "finetune", "export", "smoke"], run.output
+    assert run.ran == ["data", "base", "quantize", "finetune", "export", "smoke", "evaluate"], run.output
     return project
 
 

@@ -97,11 +97,16 @@ def test_disk_full_keeps_the_previous_artifact(built_copy):
     assert not list((built_copy / "data").glob(".tmp-*"))
 
 
-def test_no_secret_reaches_logs_records_or_params(built_copy):
+def test_no_secret_reaches_logs_records_metrics_or_params(built_copy):
     secret = "s3cr3t-0123456789"
     edit_params(built_copy, "max_new_tokens: 64", "max_new_tokens: 8")
     run = doit(built_copy, env={"AZURE_CLIENT_SECRET": secret, "HF_TOKEN": secret})
     assert run.returncode == 0 and run.ran == ["smoke"], run.output
-    for path in [*built_copy.rglob("*.dvc"), *(built_copy / "logs").iterdir(), built_copy / "params.yaml"]:
+    records = [
+        *built_copy.rglob("*.dvc"),
+        *(built_copy / "models/metrics").rglob("*"),
+        *(built_copy / ".dvc/cache/runs").rglob("*"),
+    ]
+    for path in [*records, *(built_copy / "logs").iterdir(), built_copy / "params.yaml"]:
         if path.is_file():
             assert secret not in path.read_text(errors="replace"), path

@@ -27,7 +27,7 @@ def test_clean_build_makes_every_artifact(built):
     }
     for dvc_file in [
         "data/prepared.dvc",
-        *[f"models/tiny/{p}.dvc" for p in ("base", "awq", "ft/adapter", "onnx-ao/model", "smoke")],
+        *[f"models/tiny/{p}.dvc" for p in ("base", "awq", "ft/adapter", "onnx-ao/model", "smoke", "eval")],
     ]:
         assert (built / dvc_file).is_file(), dvc_file
 
@@ -50,6 +50,8 @@ def test_second_run_does_nothing(built_copy):
     run = doit(built_copy)
     assert run.returncode == 0 and run.ran == []
     assert "every stage is up to date" in run.output
+    # The end-of-run table: each stage's time and size, and evaluate's figures.
+    assert "build summary" in run.output and "eval perplexity: base" in run.output
 
 
 def _tensor(init, folder):

@@ -1,0 +1,110 @@
+"""`doit push` / `doit pull`: the artifacts, their versions and the run-cache, to and from a DVC remote.
+
+The remote is DVC's (`.dvc/config`; the project's default, `local`, is a folder beside the checkout):
+`dvc remote add -d store s3://bucket/lab` or `azure://container/lab` switch it. Credentials stay in
+the environment or `.dvc/config.local`, never in params.yaml.
+"""
+
+from __future__ import annotations
+
+from doit.cmd_base import Command
+
+from tasks import ui
+
+REMOTE_OPTION = {
+    "name": "remote",
+    "short": "r",
+    "long": "remote",
+    "type": str,
+    "default": "",
+    "help": "DVC remote name",
+}
+
+
+def run_cache_objects(repo) -> set[str]:
+    """Content hashes named by the run-cache entries (every build this cache has recorded)."""
+    from tasks import artifacts, runcache
+
+    hashes = set()
+    for entry in runcache.entry_files(repo):
+        for out in (artifacts.read_yaml(entry) or {}).get("outs") or []:
+            hashes.add(out.get("md5"))
+    return hashes - {None}
+
+
+def _fail(message: str) -> int:
+    ui.console.print(f"[bold red]error:[/] {message}")
+    return 1
+
+
+def _remote_errors():
+    from dvc.config import NoRemoteError, RemoteConfigError
+    from dvc.exceptions import DvcException
+
+    return NoRemoteError, RemoteConfigError, DvcException
+
+
+class Push(Command):
+    doc_purpose = "upload the artifacts, every recorded build and the run-cache to the DVC remote"
+    doc_usage = "[-r REMOTE] [--all-commits]"
+    cmd_options = (
+        REMOTE_OPTION,
+        {
+            "name": "all_commits",
+            "long": "all-commits",
+            "type": bool,
+            "default": False,
+            "help": "also every version referenced by any git commit",
+        },
+    )
+
+    def execute(self, opt_values, pos_args):
+        from dvc.repo import Repo
+
+        from tasks import runcache
+        from tasks.stage import project
+
+        no_remote, bad_remote, dvc_error = _remote_errors()
+        remote = opt_values["remote"] or None
+        try:
+            with Repo(str(project()[1].root)) as repo:
+                sent = repo.push(remote=remote, run_cache=True, all_commits=opt_values["all_commits"])
+                # Builds known only to the run-cache (not in a commit) go too, so the remote can restore them.
+                local = [h for h in run_cache_objects(repo) if repo.cache.local.exists(h)]
+                objects = [obj for h in local for obj in runcache.object_ids(repo, h)]
+                sent += len(repo.cloud.push(objects, remote=remote).transferred)
+        except no_remote:
+            return _fail("no DVC remote: `dvc remote add -d store <folder | s3://... | azure://...>`")
+        except (bad_remote, dvc_error) as exc:
+            return _fail(f"push failed: {exc}")
+        ui.console.print(f"[green]pushed[/] {sent} files and run-cache entries")
+        return 0
+
+
+class Pull(Command):
+    doc_purpose = "download the workspace's artifacts and the run-cache from the DVC remote"
+    doc_usage = "[-r REMOTE]"
+    cmd_options = (REMOTE_OPTION,)
+
+    def execute(self, opt_values, pos_args):
+        from dvc.repo import Repo
+
+        from tasks.runlock import BuildRunning, RunLock
+        from tasks.stage import project
+
+        no_remote, bad_remote, dvc_error = _remote_errors()
+        root = project()[1].root
+        try:
+            RunLock(root / ".doit.lock").acquire()  # pulling rewrites outputs: never under a build
+            with Repo(str(root)) as repo:
+                stats = repo.pull(remote=opt_values["remote"] or None, run_cache=True)
+        except BuildRunning as exc:
+            return _fail(str(exc))
+        except no_remote:
+            return _fail("no DVC remote: `dvc remote add -d store <folder | s3://... | azure://...>`")
+        except (bad_remote, dvc_error) as exc:
+            return _fail(f"pull failed: {exc}")
+        ui.console.print(
+            f"[green]pulled[/] {stats['stats'].get('fetched', 0)} files; `doit` now restores, not rebuilds"
+        )
+        return 0

@@ -1,0 +1,286 @@
+"""`doit report`: one HTML page (PNG plots embedded) of what each stage cost and bought, against
+an earlier build; and the compact table printed at the end of every `doit` run.
+
+Everything comes from the build's own records: models/metrics/<name>/<stage>.json (git-tracked, so
+any revision can be compared), models/plots/<name>/*.csv and the smoke answers.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+from doit.cmd_base import Command
+from rich.table import Table
+
+from tasks import ui
+
+STAGES = ("data", "base", "quantize", "finetune", "export", "smoke", "evaluate")
+VARIANTS = {"base": "base", "awq": "AWQ int4", "awq_adapter": "AWQ + adapter", "onnx_adapter": "ONNX + adapter"}
+KEY_METRIC = {
+    "data": "train",
+    "finetune": "last_loss",
+    "smoke": "tokens_per_second",
+    "evaluate": "perplexity_onnx_adapter",
+}
+
+
+def metrics_at(paths, rev: str | None) -> dict[str, dict]:
+    """{stage: metrics} from the workspace (rev None) or a git revision; stages without a file are left out."""
+    found = {}
+    for stage in STAGES:
+        path = paths.metrics(stage)
+        try:
+            if rev is None:
+                text = path.read_text()
+            else:
+                rel = path.relative_to(paths.root).as_posix()
+                text = subprocess.run(
+                    ["git", "show", f"{rev}:{rel}"], cwd=paths.root, capture_output=True, text=True, check=True
+                ).stdout
+            found[stage] = json.loads(text)
+        except (OSError, subprocess.CalledProcessError, json.JSONDecodeError):
+            continue
+    return found
+
+
+def previous_build(paths, current: dict) -> str | None:
+    """The newest commit whose recorded metrics differ from the workspace's (the build before this one)."""
+    folder = paths.metrics("data").parent.relative_to(paths.root).as_posix()
+    log = subprocess.run(["git", "log", "--format=%h", "--", folder], cwd=paths.root, capture_output=True, text=True)
+    for rev in log.stdout.split():
+        if metrics_at(paths, rev) != current:
+            return rev
+    return None
+
+
+def changes(now: dict, then: dict) -> list[tuple[str, object, object]]:
+    """(stage.metric, then, now) for every numeric metric that differs between two builds."""
+    rows = []
+    for stage in STAGES:
+        a, b = then.get(stage, {}), now.get(stage, {})
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                rows.append((f"{stage}.{key}", a.get(key), b.get(key)))
+    return rows
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+# ---- plots ---------------------------------------------------------------------------------------
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.4), dpi=110)
+    return plt, fig, ax
+
+
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+    return path
+
+
+def plot_training_loss(csv_path: Path, out: Path) -> Path | None:
+    if not csv_path.is_file():
+        return None
+    rows = list(csv.DictReader(csv_path.open()))
+    plt, fig, ax = _figure()
+    ax.plot([int(r["step"]) for r in rows], [float(r["loss"]) for r in rows], color="tab:blue")
+    ax.set(title="training loss (LoRA)", xlabel="step", ylabel="loss")
+    ax.grid(alpha=0.3)
+    return _save(plt, fig, out / "training_loss.png")
+
+
+def plot_bars(title: str, ylabel: str, bars: dict[str, float], out: Path, name: str, log: bool = False) -> Path | None:
+    bars = {k: v for k, v in bars.items() if v is not None}
+    if not bars:
+        return None
+    plt, fig, ax = _figure()
+    drawn = ax.bar(
+        list(bars), list(bars.values()), color=["tab:gray", "tab:orange", "tab:green", "tab:blue"][: len(bars)]
+    )
+    ax.bar_label(drawn, labels=[_fmt(v) for v in bars.values()], fontsize=8)
+    ax.set(title=title, ylabel=ylabel)
+    if log:
+        ax.set_yscale("log")
+    return _save(plt, fig, out / name)
+
+
+def plots(paths, now: dict, out: Path) -> list[Path]:
+    ev = now.get("evaluate", {})
+    made = [
+        plot_training_loss(paths.plots() / "train_loss.csv", out),
+        plot_bars(
+            "eval perplexity per stage",
+            "perplexity",
+            {label: ev.get(f"perplexity_{v}") for v, label in VARIANTS.items()},
+            out,
+            "perplexity.png",
+        ),
+        plot_bars(
+            "size on disk",
+            "MB",
+            {k: ev[f"bytes_{k}"] / 1e6 for k in ("base", "awq", "adapter", "onnx") if f"bytes_{k}" in ev},
+            out,
+            "sizes.png",
+        ),
+        plot_bars(
+            "onnxruntime-genai decode",
+            "tokens/s",
+            {"with adapter": ev.get("tokens_per_second_adapter"), "without": ev.get("tokens_per_second_no_adapter")},
+            out,
+            "decode_speed.png",
+        ),
+    ]
+    return [p for p in made if p]
+
+
+# ---- the page ------------------------------------------------------------------------------------
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _answers(paths) -> list[list]:
+    try:
+        answers = json.loads((paths.output("smoke") / "answers.json").read_text())["answers"]
+    except (OSError, KeyError, json.JSONDecodeError):
+        return []
+    return [
+        [
+            a["prompt"],
+            json.dumps(a["answer"], ensure_ascii=False)[:300],
+            json.dumps(a["answer_without_adapter"], ensure_ascii=False)[:300],
+        ]
+        for a in answers
+    ]
+
+
+def render(paths, now: dict, then: dict, against: str | None, images: list[Path]) -> str:
+    ev = now.get("evaluate", {})
+    stage_rows = [
+        [
+            s,
+            m.get("seconds"),
+            ui.human_size(m["bytes"]) if "bytes" in m else None,
+            f"{KEY_METRIC[s]} {_fmt(m.get(KEY_METRIC[s]))}" if s in KEY_METRIC else "",
+        ]
+        for s, m in now.items()
+    ]
+    eval_rows = [
+        [label, ev.get(f"loss_{v}"), ev.get(f"perplexity_{v}"), then.get("evaluate", {}).get(f"perplexity_{v}")]
+        for v, label in VARIANTS.items()
+    ]
+    compared = (
+        f"<h2>Changed since {html.escape(against)}</h2>" + _table(["metric", against, "now"], changes(now, then))
+        if against
+        else "<h2>Changed</h2><p>No earlier build in git history to compare with.</p>"
+    )
+    pictures = "".join(
+        f'<img alt="{p.stem}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">' for p in images
+    )
+    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    ttft = _fmt(ev.get("ttft_ms_adapter")), _fmt(ev.get("ttft_ms_no_adapter"))
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>Build report: {html.escape(paths.name)}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}} table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}} img{{max-width:49%}}</style></head><body>
+<h1>Build report: {html.escape(paths.name)}</h1><p>{stamp}; compared with {html.escape(against or "nothing")}</p>
+<h2>Stages</h2>{_table(["stage", "seconds", "size", "key metric"], stage_rows)}
+<h2>Evaluation ({_fmt(ev.get("examples"))} eval examples)</h2>
+{_table(["model", "loss", "perplexity", f"perplexity at {against or '-'}"], eval_rows)}
+<p>compression: base / AWQ {_fmt(ev.get("compression_awq"))}x, base / ONNX {_fmt(ev.get("compression_onnx"))}x;
+time to first token {ttft[0]} ms with the adapter, {ttft[1]} ms without</p>
+{compared}<h2>Plots</h2>{pictures}
+<h2>Smoke answers</h2>{_table(["prompt", "answer (adapter)", "answer (no adapter)"], _answers(paths))}
+</body></html>
+"""
+
+
+def write_report(paths, against: str | None = None) -> Path:
+    now = metrics_at(paths, None)
+    if not now:
+        raise ValueError(f"no metrics under {paths.metrics('data').parent}: run `doit` first")
+    against = against or previous_build(paths, now)
+    then = metrics_at(paths, against) if against else {}
+    out = paths.models / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    images = plots(paths, now, out)
+    page = out / "index.html"
+    page.write_text(render(paths, now, then, against, images), encoding="utf-8")
+    return page
+
+
+class Report(Command):
+    doc_purpose = "write models/<name>/report/index.html: metrics, plots, answers, changes since a build"
+    doc_usage = "[--against REV]"
+    cmd_options = (
+        {
+            "name": "against",
+            "long": "against",
+            "type": str,
+            "default": "",
+            "help": "git revision to compare with (default: the previous build in git history)",
+        },
+    )
+
+    def execute(self, opt_values, pos_args):
+        from tasks.stage import project
+
+        try:
+            page = write_report(project()[1], opt_values["against"] or None)
+        except ValueError as exc:
+            ui.console.print(f"[bold red]error:[/] {exc}")
+            return 1
+        ui.console.print(f"[green]report:[/] {page}")
+        return 0
+
+
+# ---- the end-of-run table ------------------------------------------------------------------------
+
+
+def summary_table(paths, status: dict[str, str]) -> Table | None:
+    """Stage, what happened in this run, time, size and a key metric; evaluate's figures below."""
+    now = metrics_at(paths, None)
+    if not now:
+        return None
+    table = Table(title="build summary", title_justify="left", box=None, padding=(0, 1))
+    for column in ("stage", "this run", "built in", "size", "key metric"):
+        table.add_column(column)
+    for stage, m in now.items():
+        key = KEY_METRIC.get(stage)
+        table.add_row(
+            stage,
+            status.get(stage, "-"),
+            f"{m.get('seconds', 0):.1f}s",
+            ui.human_size(m["bytes"]) if "bytes" in m else "",
+            f"{key} {_fmt(m.get(key))}" if key else "",
+        )
+    ev = now.get("evaluate")
+    if ev:
+        ppl = " → ".join(f"{label} {_fmt(ev.get(f'perplexity_{v}'))}" for v, label in VARIANTS.items())
+        table.caption = (
+            f"eval perplexity: {ppl}; decode {_fmt(ev.get('tokens_per_second_adapter'))} tok/s "
+            f"with adapter, {_fmt(ev.get('tokens_per_second_no_adapter'))} without"
+        )
+        table.caption_justify = "left"
+    return table

@@ -1,0 +1,179 @@
+"""`doit versions`: every version of each artifact in git history, what it was built from and what it measured.
+
+The history is the git log of each stage's `.dvc` file: its `outs` name the content (DVC's hash) and
+its `meta:` holds the build record (fingerprint: params, code, libraries, inputs) and the metrics.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from importlib import import_module
+
+import yaml
+from doit.cmd_base import Command
+from rich.table import Table
+
+from tasks import ui
+from tasks.stage import diff_keys
+
+STAGE_MODULES = ("dataset", "base", "quantize", "finetune", "export", "smoke", "evaluate")
+# What users call each artifact, besides its stage's name.
+ALIASES = {
+    "prepared": "data",
+    "awq": "quantize",
+    "adapter": "finetune",
+    "onnx": "export",
+    "answers": "smoke",
+    "eval": "evaluate",
+}
+KEY_METRICS = {
+    "data": ("train", "eval", "duplicates_dropped"),
+    "base": ("bytes",),
+    "quantize": ("bytes", "seconds"),
+    "finetune": ("last_loss", "seconds"),
+    "export": ("bytes", "seconds"),
+    "smoke": ("tokens_per_second",),
+    "evaluate": ("perplexity_awq_adapter", "perplexity_onnx_adapter", "tokens_per_second_adapter"),
+}
+WORKSPACE = "workspace"
+
+
+def stages() -> list:
+    return [import_module(f"tasks.{name}").STAGE for name in STAGE_MODULES]
+
+
+def _git(root, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=root, text=True, capture_output=True, check=True).stdout
+
+
+def _record(root, rev: str, rel: str) -> dict | None:
+    """The .dvc document of `rel` at a git revision, or in the workspace."""
+    try:
+        text = (root / rel).read_text() if rev == WORKSPACE else _git(root, "show", f"{rev}:{rel}")
+        return yaml.safe_load(text)
+    except (OSError, subprocess.CalledProcessError, yaml.YAMLError):
+        return None
+
+
+def history(root, rel: str) -> list[dict]:
+    """Versions of one .dvc file, newest first: the workspace's (if not committed yet), then each commit's."""
+    log = _git(root, "log", "--format=%H%x1f%cs%x1f%s", "--", rel)
+    versions = []
+    for line in log.splitlines():
+        commit, date, subject = line.split("\x1f", 2)
+        versions.append({"rev": commit[:8], "date": date, "subject": subject, "doc": _record(root, commit, rel)})
+    workspace = _record(root, WORKSPACE, rel)
+    if workspace and (not versions or workspace != versions[0]["doc"]):
+        built = str((workspace.get("meta") or {}).get("built", ""))[:10]
+        versions.insert(0, {"rev": WORKSPACE, "date": built, "subject": "(not committed)", "doc": workspace})
+    return [v for v in versions if v["doc"]]
+
+
+def _fingerprint(doc: dict) -> dict:
+    return (doc.get("meta") or {}).get("fingerprint") or {}
+
+
+def _changes(doc: dict, older: dict | None) -> str:
+    """What this version was built from, as the difference from the version before it."""
+    if older is None:
+        return "first version"
+    new, old = _fingerprint(doc), _fingerprint(older)
+    parts = []
+    for key in diff_keys(old, new):
+        if key.startswith("params."):
+            parts.append(f"{key.split('.', 2)[-1]}: {_lookup(old, key)} → {_lookup(new, key)}")
+        else:
+            parts.append(f"{key} changed")
+    return "; ".join(parts) or "same inputs (rebuilt)"
+
+
+def _lookup(doc: dict, dotted: str):
+    for part in dotted.split("."):
+        doc = doc.get(part) if isinstance(doc, dict) else None
+    return doc
+
+
+def _metric(name: str, value) -> str:
+    if name == "bytes":
+        return ui.human_size(value)
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def version_table(stage, root, rel: str) -> Table:
+    versions = history(root, rel)
+    current = (_record(root, WORKSPACE, rel) or {}).get("outs", [{}])[0].get("md5")
+    table = Table(title=f"{stage.name}: {rel}", title_justify="left")
+    for column in ("version", "date", "content", "built from (vs. the version before)", "metrics", "message"):
+        table.add_column(column, overflow="fold")
+    for i, version in enumerate(versions):
+        doc = version["doc"]
+        md5 = doc["outs"][0]["md5"]
+        metrics = (doc.get("meta") or {}).get("metrics") or {}
+        shown = ", ".join(f"{k} {_metric(k, metrics[k])}" for k in KEY_METRICS[stage.name] if k in metrics)
+        older = versions[i + 1]["doc"] if i + 1 < len(versions) else None
+        marker = " ●" if md5 == current else ""
+        table.add_row(
+            version["rev"] + marker, version["date"], md5[:8], _changes(doc, older), shown, version["subject"]
+        )
+    return table
+
+
+def diff_table(stage, root, rel: str, rev_a: str, rev_b: str) -> Table:
+    """Every build-record key (params, code, libraries, inputs, metrics) that differs between two versions."""
+    a, b = _record(root, rev_a, rel), _record(root, rev_b, rel)
+    for rev, doc in ((rev_a, a), (rev_b, b)):
+        if doc is None:
+            raise ValueError(f"{rel} does not exist at {rev}")
+    table = Table(title=f"{stage.name}: {rev_a} → {rev_b}", title_justify="left")
+    for column in ("key", rev_a, rev_b):
+        table.add_column(column, overflow="fold")
+    table.add_row("content", a["outs"][0]["md5"][:8], b["outs"][0]["md5"][:8])
+    meta_a, meta_b = a.get("meta") or {}, b.get("meta") or {}
+    for section in ("fingerprint", "metrics"):
+        old, new = meta_a.get(section) or {}, meta_b.get(section) or {}
+        for key in diff_keys(old, new):
+            table.add_row(f"{section}.{key}", str(_lookup(old, key)), str(_lookup(new, key)))
+    return table
+
+
+class Versions(Command):
+    doc_purpose = "list each artifact's versions in git history (or diff two of them)"
+    doc_usage = "[--artifact NAME] [--diff REV_A [REV_B]]"
+    doc_description = (
+        "A table per artifact: commit, date, content hash, what it was built from and its key metrics;\n"
+        "● marks the version in the workspace. Names: data, base, awq, adapter, onnx, smoke, eval.\n"
+        "--diff REV_A [REV_B]: the build records of two versions side by side (REV_B defaults to the\n"
+        "workspace; `workspace` names it explicitly)."
+    )
+    cmd_options = (
+        {"name": "artifact", "long": "artifact", "type": str, "default": "", "help": "one artifact only"},
+        {"name": "diff", "long": "diff", "type": bool, "default": False, "help": "compare two revisions"},
+    )
+
+    def execute(self, opt_values, pos_args):
+        from tasks.stage import project
+
+        _, paths = project()
+        chosen = ALIASES.get(opt_values["artifact"], opt_values["artifact"])
+        selected = [s for s in stages() if not chosen or s.name == chosen]
+        if not selected:
+            names = ", ".join([*(s.name for s in stages()), *ALIASES])
+            ui.console.print(f"[bold red]error:[/] no artifact {opt_values['artifact']!r}; one of: {names}")
+            return 1
+        try:
+            for stage in selected:
+                rel = paths.dvc_file(stage.name).relative_to(paths.root).as_posix()
+                if opt_values["diff"]:
+                    if not pos_args:
+                        raise ValueError("--diff needs a revision (and optionally a second): --diff HEAD~1 HEAD")
+                    revs = [*pos_args, WORKSPACE][:2]
+                    ui.console.print(diff_table(stage, paths.root, rel, *revs))
+                else:
+                    ui.console.print(version_table(stage, paths.root, rel))
+        except subprocess.CalledProcessError as exc:
+            ui.console.print(f"[bold red]error:[/] git: {exc.stderr.strip() or exc}")
+            return 1
+        except ValueError as exc:
+            ui.console.print(f"[bold red]error:[/] {exc}")
+            return 1
+        return 0

@@ -1,0 +1,69 @@
+"""The evaluate stage's figures (real runs on the tiny model) and the report built from them."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import doit
+
+pytestmark = pytest.mark.slow
+
+
+def _metrics(project: Path) -> dict:
+    return json.loads((project / "models/metrics/tiny/evaluate.json").read_text())
+
+
+def test_torch_and_onnx_agree_and_the_adapter_helps(built):
+    m = _metrics(built)
+    evals = (built / "data/prepared/eval.jsonl").read_text().splitlines()
+    assert m["examples"] == len(evals) > 0
+    for variant in ("base", "awq", "awq_adapter", "onnx_adapter"):
+        assert math.isclose(m[f"perplexity_{variant}"], math.exp(m[f"loss_{variant}"]), rel_tol=1e-3)
+    # Same weights, same adapter, two runtimes: int4 MatMulNBits (int8 compute) vs exact fp32 dequantization.
+    assert math.isclose(m["perplexity_onnx_adapter"], m["perplexity_awq_adapter"], rel_tol=0.01)
+    # 100 LoRA steps on the train split lower the loss on the held-out split (tiny model: ~0.3 nats).
+    assert m["loss_awq_adapter"] < m["loss_awq"] - 0.1
+    # AWQ w4 g128 barely moves the loss of the tiny model (measured ~0.003 nats).
+    assert abs(m["loss_awq"] - m["loss_base"]) < 0.05
+    assert 0 <= m["answers_first_8_tokens_match"] <= 1
+    assert m["tokens_per_second_adapter"] > 0 and m["ttft_ms_adapter"] > 0 and m["tokens_per_second_no_adapter"] > 0
+
+
+def test_sizes_are_the_artifacts_on_disk(built):
+    m = _metrics(built)
+    for key, folder in [("base", "base"), ("awq", "awq"), ("adapter", "ft/adapter"), ("onnx", "onnx-ao/model")]:
+        on_disk = sum(p.stat().st_size for p in (built / "models/tiny" / folder).rglob("*") if p.is_file())
+        assert m[f"bytes_{key}"] == on_disk, key
+    assert m["compression_awq"] == round(m["bytes_base"] / m["bytes_awq"], 3) > 1
+
+
+def test_plots_hold_the_training_and_eval_curves(built):
+    plots = built / "models/plots/tiny"
+    train = list(csv.DictReader((plots / "train_loss.csv").open()))
+    assert [int(r["step"]) for r in train] == list(range(1, 101))
+    evals = list(csv.DictReader((plots / "eval_loss.csv").open()))
+    assert len(evals) == _metrics(built)["examples"]
+    mean = sum(float(r["onnx_adapter"]) for r in evals) / len(evals)
+    assert math.isclose(mean, _metrics(built)["loss_onnx_adapter"], rel_tol=1e-3)
+
+
+def test_report_renders_with_real_plots(built_copy):
+    import matplotlib.image
+
+    run = doit(built_copy, "report")
+    assert run.returncode == 0, run.output
+    report = built_copy / "models/tiny/report"
+    page = (report / "index.html").read_text()
+    assert "ONNX + adapter" in page and "what is the best thing to see in chicago" in page
+    assert page.count('src="data:image/png;base64,') == 4  # self-contained
+    for name in ("training_loss", "perplexity", "sizes", "decode_speed"):
+        png = report / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        pixels = matplotlib.image.imread(png)
+        assert pixels.shape[0] > 200 and pixels.shape[1] > 400, name
+        assert pixels[..., :3].std() > 0.05, f"{name} is blank"
