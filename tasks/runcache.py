@@ -1,9 +1,10 @@
 """Earlier builds of a stage, found by fingerprint and brought back from DVC's cache without recompute.
 
 Every finished build leaves an entry in DVC's run-cache folder (`.dvc/cache/runs/<key[:2]>/<key>/`),
-in DVC's own run-cache format, so `dvc push --run-cache` / `dvc pull --run-cache` carry the entries
-and the objects they name. The key is the sha256 of the stage's fingerprint (the same record that
-decides staleness), so an entry is only ever used for exactly the inputs it was built from.
+in DVC's own run-cache format, so DVC's run-cache transfer carries the entries (`doit push` sends
+the objects they name too; a restore fetches missing ones from the remote). The key is the sha256 of
+the stage's fingerprint (the same record that decides staleness), so an entry is only ever used for
+exactly the inputs it was built from.
 """
 
 from __future__ import annotations
