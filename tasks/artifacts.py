@@ -64,18 +64,20 @@ def read_yaml(path: Path) -> dict | None:
         return None
 
 
-def write_yaml(path: Path, doc: dict) -> None:
+def _replace(path: Path, text: str) -> None:
     """Replace `path` in one rename, so a reader never sees half a file."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
+
+
+def write_yaml(path: Path, doc: dict) -> None:
+    _replace(path, yaml.safe_dump(doc, sort_keys=False))
 
 
 def write_json(path: Path, doc: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    _replace(path, json.dumps(doc, indent=2) + "\n")
 
 
 def content_hash(dvc_file: Path) -> str | None:

@@ -32,6 +32,9 @@ def run_cache_objects(repo) -> set[str]:
     return hashes - {None}
 
 
+NO_REMOTE = "no DVC remote: `dvc remote add -d store <folder | s3://... | azure://...>`"
+
+
 def _fail(message: str) -> int:
     ui.console.print(f"[bold red]error:[/] {message}")
     return 1
@@ -74,7 +77,7 @@ class Push(Command):
                 objects = [obj for h in local for obj in runcache.object_ids(repo, h)]
                 sent += len(repo.cloud.push(objects, remote=remote).transferred)
         except no_remote:
-            return _fail("no DVC remote: `dvc remote add -d store <folder | s3://... | azure://...>`")
+            return _fail(NO_REMOTE)
         except (bad_remote, dvc_error) as exc:
             return _fail(f"push failed: {exc}")
         ui.console.print(f"[green]pushed[/] {sent} files and run-cache entries")
@@ -101,7 +104,7 @@ class Pull(Command):
         except BuildRunning as exc:
             return _fail(str(exc))
         except no_remote:
-            return _fail("no DVC remote: `dvc remote add -d store <folder | s3://... | azure://...>`")
+            return _fail(NO_REMOTE)
         except (bad_remote, dvc_error) as exc:
             return _fail(f"pull failed: {exc}")
         ui.console.print(

@@ -19,8 +19,8 @@ from doit.cmd_base import Command
 from rich.table import Table
 
 from tasks import ui
+from tasks.versions import stage_names
 
-STAGES = ("data", "base", "quantize", "finetune", "export", "smoke", "evaluate")
 VARIANTS = {"base": "base", "awq": "AWQ int4", "awq_adapter": "AWQ + adapter", "onnx_adapter": "ONNX + adapter"}
 KEY_METRIC = {
     "data": "train",
@@ -33,7 +33,7 @@ KEY_METRIC = {
 def metrics_at(paths, rev: str | None) -> dict[str, dict]:
     """{stage: metrics} from the workspace (rev None) or a git revision; stages without a file are left out."""
     found = {}
-    for stage in STAGES:
+    for stage in stage_names():
         path = paths.metrics(stage)
         try:
             if rev is None:
@@ -62,7 +62,7 @@ def previous_build(paths, current: dict) -> str | None:
 def changes(now: dict, then: dict) -> list[tuple[str, object, object]]:
     """(stage.metric, then, now) for every numeric metric that differs between two builds."""
     rows = []
-    for stage in STAGES:
+    for stage in stage_names():
         a, b = then.get(stage, {}), now.get(stage, {})
         for key in sorted(set(a) | set(b)):
             if a.get(key) != b.get(key):

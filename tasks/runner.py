@@ -109,9 +109,10 @@ def _restore(stage: Stage, task, paths, fp: dict) -> dict | None:
         ui.console.print(f"   [yellow]cached build of {stage.name} not used[/]: {why}")
     if doc is None:
         return None
-    artifacts.publish_records(paths, stage.name, doc["meta"].get("metrics", {}))
+    metrics = doc["meta"].get("metrics", {})
+    artifacts.publish_records(paths, stage.name, metrics)
     how = "checked out" if doc["changed"] else "verified in place"
-    values = _values(paths, stage.name, time.perf_counter() - started, doc["meta"].get("metrics", {}), restored=how)
+    values = _values(paths, stage.name, time.perf_counter() - started, metrics, restored=how)
     save_values(task.name, values)
     return values
 

@@ -42,6 +42,11 @@ def stages() -> list:
     return [import_module(f"tasks.{name}").STAGE for name in STAGE_MODULES]
 
 
+def stage_names() -> list[str]:
+    """The build's stages, in build order (what `dodo.py`'s default_tasks lists)."""
+    return [stage.name for stage in stages()]
+
+
 def _git(root, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=root, text=True, capture_output=True, check=True).stdout
 
