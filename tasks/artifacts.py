@@ -106,8 +106,13 @@ def dvc_track(root: Path, out: Path, meta: dict) -> None:
 
 def publish_records(paths, stage: str, metrics: dict) -> None:
     """The git-tracked side of a build, for `dvc metrics` and `dvc plots` at any revision: the
-    stage's metrics file, and copies of the CSV files it left under `plots/` in its output."""
+    stage's metrics file, copies of the CSV files it left under `plots/` in its output, and the
+    registry record of register."""
     write_json(paths.metrics(stage), metrics)
+    registered = paths.output(stage) / "model.json"
+    if stage == "register" and registered.is_file():
+        paths.registry().parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(registered, paths.registry())
     plots = paths.output(stage) / "plots"
     if plots.is_dir():
         paths.plots().mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
-"""base: materialize the base HF checkpoint (a synthetic Phi-3 made offline, a local folder or a hub id)."""
+"""base: materialize the base HF checkpoint (a synthetic Phi-3 made offline, a local folder, a hub id,
+or an Azure ML model asset)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ from tasks.stage import Stage, make_task
 STAGE = Stage(
     name="base",
     module=__name__,
-    doc="Materialize the base model (synthetic Phi-3 made offline, local folder or hub id)",
+    doc="Materialize the base model (synthetic Phi-3 made offline, local folder, hub id, Azure ML asset)",
     upstream=("data",),  # only for synthetic sources, whose tokenizer is trained on the train split
     code=("base.py", "synthetic_model.py"),
     libraries=("torch", "transformers", "tokenizers", "huggingface-hub"),
-    params=("base",),
+    params=("base",),  # and azure, for source: azureml (see stage.fingerprint)
 )
 
 # What a causal-LM checkpoint needs downstream; other files of a hub repo are not fetched.
@@ -49,10 +50,34 @@ def _copy_checkpoint(src: Path, out: Path) -> None:
             shutil.copy2(path, out / path.name)
 
 
+def _download_azureml(params, out: Path, channel) -> str:
+    """A registered model, downloaded through azure-ai-ml; registries often nest the checkpoint
+    (an MLflow folder's data/model/), so the shallowest folder holding config.json is taken."""
+    from tasks import azure
+    from tasks.errors import StageError
+
+    download = out / ".download"
+    try:
+        resolved = azure.download_model(
+            params.base.asset, params.azure, download, lambda done, total: channel.progress("download", done, total)
+        )
+    except StageError:
+        raise
+    except Exception as exc:
+        raise (azure.explain(exc, f"downloading {params.base.asset}") or exc) from exc
+    configs = sorted(download.rglob("config.json"), key=lambda p: len(p.parts))
+    if not configs:
+        raise StageError(f"base.asset {params.base.asset} ({resolved}): no config.json; not a Hugging Face checkpoint")
+    _copy_checkpoint(configs[0].parent, out)
+    shutil.rmtree(download)
+    return resolved
+
+
 def run(params, paths, out: Path, channel) -> dict:
     from tasks.errors import StageError
 
     cfg = params.base
+    found = {}
     if cfg.source in ("synthetic", "tiny"):
         from tasks.dataset import read_jsonl
         from tasks.synthetic_model import make_synthetic_model
@@ -67,6 +92,8 @@ def run(params, paths, out: Path, channel) -> dict:
             raise StageError(f"params.yaml: base.path: {cfg.path} is not a folder")
         check_checkpoint(src, cfg.trust_remote_code)
         _copy_checkpoint(src, out)
+    elif cfg.source == "azureml":
+        found["asset"] = _download_azureml(params, out, channel)  # name:version a label resolved to
     else:
         from huggingface_hub import snapshot_download
 
@@ -74,4 +101,4 @@ def run(params, paths, out: Path, channel) -> dict:
         shutil.rmtree(out / ".cache", ignore_errors=True)  # hub bookkeeping, not part of the model
     check_checkpoint(out, cfg.trust_remote_code)
     config = json.loads((out / "config.json").read_text())
-    return {"source": cfg.source, "model_type": config.get("model_type"), "layers": config.get("num_hidden_layers")}
+    return {"source": cfg.source, **found, "model_type": config.get("model_type"), "layers": config.get("num_hidden_layers")}

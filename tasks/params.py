@@ -11,6 +11,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 LAB_TEMPLATE = "<|user|>\n{prompt}<|end|>\n<|assistant|>\n{response}<|end|>"
 Device = Literal["auto", "cpu", "cuda"]
+# A registry model (versions/<v> or labels/latest) or a workspace model (azureml:<name>:<v>, azureml:<name>@latest).
+AZUREML_ASSET = (
+    r"^(azureml://registries/[^/]+/models/[^/]+/(versions/[^/]+|labels/latest)"
+    r"|azureml:[A-Za-z0-9][A-Za-z0-9._-]*(:[^:@/]+|@latest))$"
+)
 
 
 class Section(BaseModel):
@@ -33,12 +38,18 @@ class SyntheticParams(Section):
 
 
 class BaseParams(Section):
-    source: Literal["synthetic", "tiny", "local", "hf"] = Field(
+    source: Literal["synthetic", "tiny", "local", "hf", "azureml"] = Field(
         "synthetic", description="synthetic: random weights made offline (tiny: synthetic with shape tiny)."
     )
     path: Optional[str] = Field(None, description="Folder of an HF checkpoint (source: local).")
     model_id: Optional[str] = Field(None, description="Hub id (source: hf), e.g. microsoft/Phi-3.5-mini-instruct.")
     revision: Optional[str] = Field(None, description="Hub revision (source: hf); pin it for repeatable builds.")
+    asset: Optional[str] = Field(
+        None,
+        pattern=AZUREML_ASSET,
+        description="Azure ML model (source: azureml): azureml://registries/<r>/models/<name>/versions/<v> "
+        "(or .../labels/latest), or a workspace model azureml:<name>:<version> / azureml:<name>@latest.",
+    )
     trust_remote_code: bool = Field(False, description="Run model code shipped with the checkpoint.")
     synthetic: SyntheticParams = SyntheticParams()
 
@@ -48,6 +59,8 @@ class BaseParams(Section):
             raise ValueError("base.path is required when base.source is 'local'")
         if self.source == "hf" and not self.model_id:
             raise ValueError("base.model_id is required when base.source is 'hf'")
+        if self.source == "azureml" and not self.asset:
+            raise ValueError("base.asset is required when base.source is 'azureml'")
         return self
 
 
@@ -113,6 +126,32 @@ class EvaluateParams(Section):
     device: Device = Field("auto", description="torch models; the ONNX model follows export.device like smoke.")
 
 
+class AzureParams(Section):
+    """Where Azure ML lives; credentials are never params (DefaultAzureCredential reads the environment)."""
+
+    subscription_id: Optional[str] = Field(None, description="Azure subscription id of the workspace.")
+    resource_group: Optional[str] = Field(None, description="Resource group of the workspace.")
+    workspace: Optional[str] = Field(None, description="Azure ML workspace name.")
+
+    @property
+    def configured(self) -> bool:
+        return all((self.subscription_id, self.resource_group, self.workspace))
+
+    def missing(self) -> list[str]:
+        return [f"azure.{key}" for key in ("subscription_id", "resource_group", "workspace") if not getattr(self, key)]
+
+
+class RegistryParams(Section):
+    model_name: str = Field(
+        "ft-for-travel", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$", description="Registered model name."
+    )
+    description: str = Field(
+        "Phi-3.5-mini fine-tuned for travel questions: int4 ONNX for onnxruntime-genai with a LoRA adapter",
+        description="Description of every registered version.",
+    )
+    tags: dict[str, str] = Field({}, description="Extra tags; the build adds its content hash and key metrics.")
+
+
 class Params(Section):
     name: str = Field("tiny", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Artifacts go to models/<name>/.")
     template: str = Field(LAB_TEMPLATE, description="Chat template of calibration, training and prompts.")
@@ -123,6 +162,8 @@ class Params(Section):
     export: ExportParams = ExportParams()
     smoke: SmokeParams = SmokeParams()
     evaluate: EvaluateParams = EvaluateParams()
+    azure: AzureParams = AzureParams()
+    registry: RegistryParams = RegistryParams()
 
     @field_validator("template")
     @classmethod

@@ -32,6 +32,7 @@ class Paths:
             "export": self.models / "onnx-ao" / "model",
             "smoke": self.models / "smoke",
             "evaluate": self.models / "eval",
+            "register": self.models / "registry",
         }[stage]
 
     def dvc_file(self, stage: str) -> Path:
@@ -45,6 +46,10 @@ class Paths:
     def plots(self) -> Path:
         """CSV files for `dvc plots` (git-tracked, listed in dvc.yaml), copied from stage outputs."""
         return self.root / "models" / "plots" / self.name
+
+    def registry(self) -> Path:
+        """The registered name and version of the build's model (git-tracked)."""
+        return self.root / "models" / "registry" / f"{self.name}.json"
 
     def log(self, stage: str) -> Path:
         return self.logs / f"{stage}.log"

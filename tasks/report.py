@@ -26,6 +26,7 @@ KEY_METRIC = {
     "data": "train",
     "finetune": "last_loss",
     "smoke": "tokens_per_second",
+    "register": "version",
     "evaluate": "perplexity_onnx_adapter",
 }
 

@@ -65,6 +65,13 @@ def upstream_of(stage: Stage, params) -> tuple[str, ...]:
     return stage.upstream
 
 
+def sections_of(stage: Stage, params) -> tuple[str, ...]:
+    """Params sections in the fingerprint; a base from an Azure ML workspace also depends on which."""
+    if stage.name == "base" and params.base.source == "azureml":
+        return (*stage.params, "azure")
+    return stage.params
+
+
 def _external_inputs(stage: Stage, params, paths: Paths) -> dict:
     """Inputs from outside the build: the raw data file, a local base folder (by size and mtime)."""
     if stage.name == "data":
@@ -80,7 +87,7 @@ def fingerprint(stage: Stage, params, paths: Paths) -> dict:
     """Everything a stage's output depends on, as a small JSON-able dict."""
     dump = params.model_dump(mode="json")
     return {
-        "params": {key: dump[key] for key in stage.params},
+        "params": {key: dump[key] for key in sections_of(stage, params)},
         "code": {m: _source_hash(m) for m in stage.code},
         "libraries": {d: _version(d) for d in stage.libraries},
         "inputs": {u: artifacts.content_hash(paths.dvc_file(u)) for u in upstream_of(stage, params)},

@@ -16,7 +16,7 @@ from rich.table import Table
 from tasks import ui
 from tasks.stage import diff_keys
 
-STAGE_MODULES = ("dataset", "base", "quantize", "finetune", "export", "smoke", "evaluate")
+STAGE_MODULES = ("dataset", "base", "quantize", "finetune", "export", "smoke", "evaluate", "register")
 # What users call each artifact, besides its stage's name.
 ALIASES = {
     "prepared": "data",
@@ -25,6 +25,7 @@ ALIASES = {
     "onnx": "export",
     "answers": "smoke",
     "eval": "evaluate",
+    "registry": "register",
 }
 KEY_METRICS = {
     "data": ("train", "eval", "duplicates_dropped"),
@@ -34,6 +35,7 @@ KEY_METRICS = {
     "export": ("bytes", "seconds"),
     "smoke": ("tokens_per_second",),
     "evaluate": ("perplexity_awq_adapter", "perplexity_onnx_adapter", "tokens_per_second_adapter"),
+    "register": ("version",),
 }
 WORKSPACE = "workspace"
 

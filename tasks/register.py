@@ -1,0 +1,117 @@
+"""register: publish the ONNX model folder (model, genai config, tokenizer, adapter) to Azure ML.
+
+Idempotent by content: every registered version carries the DVC content hash of the export as
+the tag `dvc_md5`; a build whose hash is already registered under the name reuses that version,
+new content gets the container's next version. The outcome goes to `registry/model.json` in the
+stage output and, git-tracked, to models/registry/<name>.json.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tasks.stage import Stage, make_task
+
+STAGE = Stage(
+    name="register",
+    module=__name__,
+    doc="Publish the ONNX model and adapter to the Azure ML model registry (needs params azure.*)",
+    upstream=("export", "evaluate"),  # evaluate: its key metrics become tags
+    code=("register.py", "azure.py"),
+    libraries=("azure-ai-ml", "azure-identity", "azure-storage-blob"),
+    params=("azure", "registry"),
+)
+
+HASH_TAG = "dvc_md5"
+# Evaluate metrics worth seeing in the registry's tag list.
+KEY_METRICS = ("perplexity_onnx_adapter", "perplexity_base", "tokens_per_second_adapter", "bytes_onnx")
+
+
+def task_register():
+    return make_task(STAGE)
+
+
+def tags(params, paths, content: str) -> dict[str, str]:
+    metrics_file = paths.metrics("evaluate")
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    found = {key: str(metrics[key]) for key in KEY_METRICS if key in metrics}
+    match = next((k for k in metrics if k.startswith("answers_first_")), None)
+    if match:
+        found[match] = str(metrics[match])
+    return {**params.registry.tags, **found, "lab_build": params.name, HASH_TAG: content}
+
+
+def registered_with(client, name: str, content: str):
+    """The version of `name` already holding this content, or None (also when the name is new)."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        versions = list(client.models.list(name=name))
+    except ResourceNotFoundError:
+        return None
+    return next((m for m in versions if (m.tags or {}).get(HASH_TAG) == content), None)
+
+
+def publish(client, params, paths, content: str, channel):
+    """Upload the export folder under a content-addressed prefix and create the next version."""
+    from azure.ai.ml.constants import AssetTypes
+    from azure.ai.ml.entities import Model
+
+    from tasks.azure import Blobs
+
+    cfg = params.registry
+    store = Blobs.of_datastore(client)
+    prefix = f"lab-models/{cfg.model_name}/{content.removesuffix('.dir')}/model"
+    store.upload_folder(paths.output("export"), prefix, lambda done, total: channel.progress("upload", done, total))
+    model = Model(
+        name=cfg.model_name,
+        path=store.uri(prefix),
+        type=AssetTypes.CUSTOM_MODEL,
+        description=cfg.description,
+        tags=tags(params, paths, content),
+    )
+    return client.models.create_or_update(model)  # no version given: the container's nextVersion
+
+
+def run(params, paths, out: Path, channel) -> dict:
+    from tasks import artifacts, azure
+    from tasks.errors import StageError
+
+    azure.require_workspace(params.azure, "register")
+    name = params.registry.model_name
+    content = artifacts.content_hash(paths.dvc_file("export"))
+    if not content:
+        raise StageError(f"{paths.dvc_file('export')}: no content hash; run `doit export` first")
+    try:
+        client = azure.ml_client(params.azure)
+        model, status = registered_with(client, name, content), "already registered"
+        if model is None:
+            model, status = publish(client, params, paths, content, channel), "registered"
+    except Exception as exc:
+        raise (azure.explain(exc, f"registering model {name}") or exc) from exc
+    record = {
+        "name": model.name,
+        "version": model.version,
+        "id": model.id,
+        "path": model.path,
+        HASH_TAG: content,
+        "workspace": params.azure.workspace,
+        "tags": model.tags,
+    }
+    (out / "model.json").write_text(json.dumps(record, indent=2) + "\n")
+    channel.table("Azure ML model registry", ["model", "version", "status"], [[name, str(model.version), status]])
+    version = int(model.version) if str(model.version).isdigit() else model.version
+    return {"model": name, "version": version, "status": status}
+
+
+def in_default_build() -> bool:
+    """Whether `doit` alone registers: only when params name a workspace (bad params: not here,
+    the stages report those)."""
+    from tasks.params import ParamsError
+    from tasks.stage import project
+
+    try:
+        return project()[0].azure.configured
+    except ParamsError:
+        return False
