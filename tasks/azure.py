@@ -19,7 +19,10 @@ from tasks.errors import StageError
 # For offline tests: "module:callable" returning an azure-core HttpTransport for every Azure call.
 TRANSPORT_ENV = "LAB_AZURE_TRANSPORT"
 
-SIGN_IN_HELP = "credentials come from the environment: `az login`, a managed identity, or AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET"
+SIGN_IN_HELP = (
+    "credentials come from the environment: `az login`, a managed identity, "
+    "or AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET"
+)
 
 
 def transport_kwargs() -> dict:
@@ -81,11 +84,14 @@ class Blobs:
         """A workspace datastore (the default one unless named), with the secret the workspace holds."""
         from azure.storage.blob import ContainerClient
 
-        store = client.datastores.get(name, include_secrets=True) if name else client.datastores.get_default(include_secrets=True)
+        stores = client.datastores
+        store = stores.get(name, include_secrets=True) if name else stores.get_default(include_secrets=True)
         secret = getattr(store.credentials, "account_key", None) or getattr(store.credentials, "sas_token", None)
         kwargs = transport_kwargs()
         account_url = f"{store.protocol}://{store.account_name}.blob.{store.endpoint}"
-        blobs = cls(ContainerClient(account_url, store.container_name, credential=secret or credential(kwargs), **kwargs))
+        blobs = cls(
+            ContainerClient(account_url, store.container_name, credential=secret or credential(kwargs), **kwargs)
+        )
         blobs.datastore = store.name
         return blobs
 

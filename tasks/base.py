@@ -101,4 +101,5 @@ def run(params, paths, out: Path, channel) -> dict:
         shutil.rmtree(out / ".cache", ignore_errors=True)  # hub bookkeeping, not part of the model
     check_checkpoint(out, cfg.trust_remote_code)
     config = json.loads((out / "config.json").read_text())
-    return {"source": cfg.source, **found, "model_type": config.get("model_type"), "layers": config.get("num_hidden_layers")}
+    layers = config.get("num_hidden_layers")
+    return {"source": cfg.source, **found, "model_type": config.get("model_type"), "layers": layers}

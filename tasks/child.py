@@ -69,16 +69,42 @@ def _explain(exc: Exception, stage: str, out: Path, placed: bool) -> tuple[str, 
     return f"{type(exc).__name__}: {exc}", 1
 
 
+PROFILE_ENV = "LAB_PROFILE"  # LAB_PROFILE=1 doit -s -a quantize: cProfile stats to logs/quantize.prof
+
+
+def _profiled(run, log: Path):
+    """`run`, under cProfile when LAB_PROFILE is set (where a GPU stage spends its minutes); the
+    stats go beside the stage log, the top entries into it."""
+    if not os.environ.get(PROFILE_ENV):
+        return run
+
+    def wrapper(*args):
+        import cProfile
+        import pstats
+
+        with cProfile.Profile() as profile:
+            result = run(*args)
+        profile.dump_stats(log.with_suffix(".prof"))
+        stats = pstats.Stats(profile, stream=sys.stderr).sort_stats("cumulative")
+        stats.print_stats(60)
+        stats.sort_stats("tottime").print_stats(40)
+        return result
+
+    return wrapper
+
+
 def build_record(stage: str, out: Path, seconds: float, summary: dict, fingerprint: dict) -> dict:
     """The `meta:` of a stage's .dvc file: when, what it measured (its metrics), what from."""
     from tasks.artifacts import file_stats
 
     sizes = [size for size, _ in file_stats(out).values()]
     numbers = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    words = {k: v for k, v in summary.items() if isinstance(v, str)}  # e.g. the model version a label resolved to
     return {
         "stage": stage,
         "built": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "metrics": {"seconds": round(seconds, 2), "bytes": sum(sizes), "files": len(sizes), **numbers},
+        **({"details": words} if words else {}),
         "fingerprint": fingerprint,
     }
 
@@ -103,7 +129,12 @@ def main(stage_name: str, job_file: str) -> int:
         artifacts.failpoint("start")
         started = time.perf_counter()
         with artifacts.staging(out) as tmp:
-            summary = module.run(params, paths, tmp, channel) or {}
+            if params.jobs.remote(stage_name):  # the same run(), on Azure ML compute (tasks/azureml_job.py)
+                from tasks.azureml_job import run_as_job
+
+                summary = run_as_job(stage_name, params, paths, tmp, channel, job)
+            else:
+                summary = _profiled(module.run, paths.log(stage_name))(params, paths, tmp, channel) or {}
         placed = True
         meta = build_record(stage_name, out, time.perf_counter() - started, summary, job["fingerprint"])
         artifacts.dvc_track(paths.root, out, meta)

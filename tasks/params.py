@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -46,12 +47,21 @@ class BaseParams(Section):
     revision: Optional[str] = Field(None, description="Hub revision (source: hf); pin it for repeatable builds.")
     asset: Optional[str] = Field(
         None,
-        pattern=AZUREML_ASSET,
         description="Azure ML model (source: azureml): azureml://registries/<r>/models/<name>/versions/<v> "
         "(or .../labels/latest), or a workspace model azureml:<name>:<version> / azureml:<name>@latest.",
     )
     trust_remote_code: bool = Field(False, description="Run model code shipped with the checkpoint.")
     synthetic: SyntheticParams = SyntheticParams()
+
+    @field_validator("asset")
+    @classmethod
+    def _asset_id(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and not re.fullmatch(AZUREML_ASSET, v):
+            raise ValueError(
+                "expected azureml://registries/<registry>/models/<name>/versions/<version> (or .../labels/latest), "
+                "azureml:<name>:<version> or azureml:<name>@latest"
+            )
+        return v
 
     @model_validator(mode="after")
     def _source_needs_its_key(self):
@@ -152,6 +162,27 @@ class RegistryParams(Section):
     tags: dict[str, str] = Field({}, description="Extra tags; the build adds its content hash and key metrics.")
 
 
+StageName = Literal["data", "base", "quantize", "finetune", "export", "smoke", "evaluate"]
+
+
+class JobsParams(Section):
+    """Stages run as Azure ML command jobs; not part of any fingerprint: where a stage runs does not
+    change what it builds (the job runs the same entry point)."""
+
+    executor: dict[StageName, Literal["local", "azureml"]] = Field(
+        {}, description="Per stage: local (default) or azureml, e.g. {quantize: azureml, finetune: azureml}."
+    )
+    compute: Optional[str] = Field(None, description="Compute cluster of the workspace for azureml stages.")
+    environment: Optional[str] = Field(
+        None, description="azureml:<name>:<version>: an environment with this project's pinned requirements."
+    )
+    experiment: str = Field("olive-lab", description="Experiment the jobs are filed under.")
+    poll_seconds: float = Field(10.0, gt=0, description="How often a running job's status and log are read.")
+
+    def remote(self, stage: str) -> bool:
+        return self.executor.get(stage, "local") == "azureml"
+
+
 class Params(Section):
     name: str = Field("tiny", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Artifacts go to models/<name>/.")
     template: str = Field(LAB_TEMPLATE, description="Chat template of calibration, training and prompts.")
@@ -164,6 +195,7 @@ class Params(Section):
     evaluate: EvaluateParams = EvaluateParams()
     azure: AzureParams = AzureParams()
     registry: RegistryParams = RegistryParams()
+    jobs: JobsParams = JobsParams()
 
     @field_validator("template")
     @classmethod

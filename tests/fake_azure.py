@@ -12,11 +12,17 @@ listings and ranged reads. State lives in a folder, so the separate processes of
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import json
 import os
 import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
 import uuid
 from datetime import datetime, timezone
 from email.utils import formatdate
@@ -33,14 +39,20 @@ TENANT_HOST = "login.microsoftonline.com"
 ARM_HOST = "management.azure.com"
 ACCOUNT = "labstore"  # the workspace's storage account
 CONTAINER = "azureml-blobstore-0000"
+DATASTORES = {"workspaceblobstore": CONTAINER, "workspaceartifactstore": "azureml"}  # name: container
 REGISTRY_ACCOUNT, REGISTRY_CONTAINER = "registrystore", "registry-assets"  # a registry's storage
 BLOB_HOST = r"(?P<account>[a-z0-9]+)\.blob\.core\.windows\.net"
 DISCOVERY_HOST = "eastus.api.azureml.ms"
 MFE_HOST = "cert-eastus.experiments.azureml.net"
 REGISTRY_SUB, REGISTRY_RG = "00000000-0000-0000-0000-00000000feed", "registry-builtin-prod-eastus-01"
-REG = rf"/mferp/managementfrontend/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.MachineLearningServices/registries/(?P<registry>[^/]+)"
+PROVIDER = r"/providers/Microsoft\.MachineLearningServices"
+REG = (
+    r"/mferp/managementfrontend/subscriptions/[^/]+/resourceGroups/[^/]+"
+    + PROVIDER
+    + r"/registries/(?P<registry>[^/]+)"
+)
 CLIENT_SECRET = "fake-secret"  # the one AZURE_CLIENT_SECRET the fake accepts
-WS = r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.MachineLearningServices/workspaces/(?P<ws>[^/]+)"
+WS = r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)" + PROVIDER + r"/workspaces/(?P<ws>[^/]+)"
 
 
 def _now() -> str:
@@ -72,7 +84,15 @@ class FakeService(HTTPAdapter):
             ("GET", ARM_HOST, WS + r"/datastores", self.datastores),
             ("GET", ARM_HOST, WS + r"/datastores/(?P<name>[^/]+)", self.datastore),
             ("POST", ARM_HOST, WS + r"/datastores/(?P<name>[^/]+)/listSecrets", self.datastore_secrets),
-            ("GET", DISCOVERY_HOST, r"/registrymanagement/v1\.0/registries/(?P<registry>[^/]+)/discovery", self.discovery),
+            ("PUT", ARM_HOST, WS + r"/jobs/(?P<name>[^/]+)", self.put_job),
+            ("GET", ARM_HOST, WS + r"/jobs/(?P<name>[^/]+)", self.get_job),
+            ("POST", ARM_HOST, WS + r"/jobs/(?P<name>[^/]+)/cancel", self.cancel_job),
+            (
+                "GET",
+                DISCOVERY_HOST,
+                r"/registrymanagement/v1\.0/registries/(?P<registry>[^/]+)/discovery",
+                self.discovery,
+            ),
             ("GET", MFE_HOST, REG + r"/models/(?P<name>[^/]+)/versions", self.registry_versions),
             ("GET", MFE_HOST, REG + r"/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)", self.registry_version),
             ("POST", MFE_HOST, REG + r"/datarefs/(?P<name>[^/]+)/versions/(?P<version>[^/]+)", self.dataref),
@@ -107,8 +127,12 @@ class FakeService(HTTPAdapter):
             headers["Content-Type"] = "application/json; charset=utf-8"
         body = body or b""
         headers.setdefault("Content-Length", str(len(body)))
+        if request.method == "HEAD":  # headers only, as HTTP has it
+            body = b""
         headers |= {"x-ms-request-id": str(uuid.uuid4()), "Date": formatdate(usegmt=True)}
-        raw = HTTPResponse(body=io.BytesIO(body), headers=headers, status=status, preload_content=False)
+        raw = HTTPResponse(
+            body=io.BytesIO(body), headers=headers, status=status, preload_content=False, request_method=request.method
+        )
         return self.build_response(request, raw)
 
     def _load(self, name: str) -> dict:
@@ -116,43 +140,63 @@ class FakeService(HTTPAdapter):
         return json.loads(path.read_text()) if path.exists() else {}
 
     def _save(self, name: str, doc: dict) -> None:
-        (self.state / f"{name}.json").write_text(json.dumps(doc, indent=1))
+        tmp = self.state / f".{name}.{os.getpid()}.json"
+        tmp.write_text(json.dumps(doc, indent=1))
+        tmp.replace(self.state / f"{name}.json")  # atomic: the job runner writes while clients read
 
     # -- Entra ID (the client-credentials flow of EnvironmentCredential) ------------------------
     def openid(self, request, query, tenant):
         base = f"https://{TENANT_HOST}/{tenant}"
-        return 200, {
-            "token_endpoint": f"{base}/oauth2/v2.0/token",
-            "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
-            "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
-            "issuer": f"{base}/v2.0",
-            "jwks_uri": f"{base}/discovery/v2.0/keys",
-            "tenant_region_scope": "EU",
-        }, {}
+        return (
+            200,
+            {
+                "token_endpoint": f"{base}/oauth2/v2.0/token",
+                "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+                "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+                "issuer": f"{base}/v2.0",
+                "jwks_uri": f"{base}/discovery/v2.0/keys",
+                "tenant_region_scope": "EU",
+            },
+            {},
+        )
 
     def instance_discovery(self, request, query):
         aliases = [TENANT_HOST, "login.windows.net", "login.microsoft.com", "sts.windows.net"]
-        return 200, {
-            "tenant_discovery_endpoint": f"https://{TENANT_HOST}/common/v2.0/.well-known/openid-configuration",
-            "api-version": "1.1",
-            "metadata": [{"preferred_network": TENANT_HOST, "preferred_cache": "login.windows.net", "aliases": aliases}],
-        }, {}
+        return (
+            200,
+            {
+                "tenant_discovery_endpoint": f"https://{TENANT_HOST}/common/v2.0/.well-known/openid-configuration",
+                "api-version": "1.1",
+                "metadata": [
+                    {"preferred_network": TENANT_HOST, "preferred_cache": "login.windows.net", "aliases": aliases}
+                ],
+            },
+            {},
+        )
 
     def token(self, request, query, tenant):
         if parse_qs(_body(request).decode()).get("client_secret") != [CLIENT_SECRET]:
-            return 401, {
-                "error": "invalid_client",
-                "error_description": "AADSTS7000215: Invalid client secret provided. Ensure the secret being "
-                "sent in the request is the client secret value, not the client secret ID.",
-                "error_codes": [7000215],
-                "timestamp": _now(),
-            }, {}
-        return 200, {
-            "token_type": "Bearer",
-            "expires_in": 3599,
-            "ext_expires_in": 3599,
-            "access_token": f"fake-token-{uuid.uuid4().hex}",
-        }, {}
+            return (
+                401,
+                {
+                    "error": "invalid_client",
+                    "error_description": "AADSTS7000215: Invalid client secret provided. Ensure the secret being "
+                    "sent in the request is the client secret value, not the client secret ID.",
+                    "error_codes": [7000215],
+                    "timestamp": _now(),
+                },
+                {},
+            )
+        return (
+            200,
+            {
+                "token_type": "Bearer",
+                "expires_in": 3599,
+                "ext_expires_in": 3599,
+                "access_token": f"fake-token-{uuid.uuid4().hex}",
+            },
+            {},
+        )
 
     # -- Azure ML: models --------------------------------------------------------------------------
     def _ws_id(self, sub, rg, ws) -> str:
@@ -163,18 +207,22 @@ class FakeService(HTTPAdapter):
         if not versions:
             return 404, _arm_error("UserError", f"Could not find asset with name {name}"), {}
         numbers = [int(v) for v in versions if v.isdigit()]
-        return 200, {
-            "id": f"{self._ws_id(sub, rg, ws)}/models/{name}",
-            "name": name,
-            "type": "Microsoft.MachineLearningServices/workspaces/models",
-            "properties": {
-                "latestVersion": str(max(numbers)) if numbers else None,
-                "nextVersion": str(max(numbers, default=0) + 1),
-                "isArchived": False,
-                "tags": {},
-                "properties": {},
+        return (
+            200,
+            {
+                "id": f"{self._ws_id(sub, rg, ws)}/models/{name}",
+                "name": name,
+                "type": "Microsoft.MachineLearningServices/workspaces/models",
+                "properties": {
+                    "latestVersion": str(max(numbers)) if numbers else None,
+                    "nextVersion": str(max(numbers, default=0) + 1),
+                    "isArchived": False,
+                    "tags": {},
+                    "properties": {},
+                },
             },
-        }, {}
+            {},
+        )
 
     def model_versions(self, request, query, sub, rg, ws, name):
         return 200, {"value": _listing(self._load("models").get(name, {}), query)}, {}
@@ -207,23 +255,27 @@ class FakeService(HTTPAdapter):
 
     # -- Azure ML: datastores ----------------------------------------------------------------------
     def datastore(self, request, query, sub, rg, ws, name):
-        if name != "workspaceblobstore":
+        if name not in DATASTORES:
             return 404, _arm_error("UserError", f"datastore {name} not found"), {}
-        return 200, {
-            "id": f"{self._ws_id(sub, rg, ws)}/datastores/workspaceblobstore",
-            "name": "workspaceblobstore",
-            "type": "Microsoft.MachineLearningServices/workspaces/datastores",
-            "properties": {
-                "datastoreType": "AzureBlob",
-                "accountName": ACCOUNT,
-                "containerName": CONTAINER,
-                "endpoint": "core.windows.net",
-                "protocol": "https",
-                "isDefault": True,
-                "credentials": {"credentialsType": "AccountKey"},
-                "tags": {},
+        return (
+            200,
+            {
+                "id": f"{self._ws_id(sub, rg, ws)}/datastores/{name}",
+                "name": name,
+                "type": "Microsoft.MachineLearningServices/workspaces/datastores",
+                "properties": {
+                    "datastoreType": "AzureBlob",
+                    "accountName": ACCOUNT,
+                    "containerName": DATASTORES[name],
+                    "endpoint": "core.windows.net",
+                    "protocol": "https",
+                    "isDefault": name == "workspaceblobstore",
+                    "credentials": {"credentialsType": "AccountKey"},
+                    "tags": {},
+                },
             },
-        }, {}
+            {},
+        )
 
     def datastores(self, request, query, sub, rg, ws):
         return 200, {"value": [self.datastore(request, query, sub, rg, ws, "workspaceblobstore")[1]]}, {}
@@ -231,18 +283,98 @@ class FakeService(HTTPAdapter):
     def datastore_secrets(self, request, query, sub, rg, ws, name):
         return 200, {"secretsType": "AccountKey", "key": base64.b64encode(b"fake-account-key").decode()}, {}
 
+    # -- Azure ML: command jobs, run on this machine by `python -m tests.fake_azure run-job` ---------
+    def put_job(self, request, query, sub, rg, ws, name):
+        jobs = self._load("jobs")
+        if name in jobs:
+            return 409, _arm_error("UserError", f"job {name} already exists"), {}
+        body = json.loads(_body(request))
+        body["properties"] |= {"status": "Starting", "services": {}, "parameters": {}}
+        resource = {
+            "id": f"{self._ws_id(sub, rg, ws)}/jobs/{name}",
+            "name": name,
+            "type": "Microsoft.MachineLearningServices/workspaces/jobs",
+            "properties": body["properties"],
+            "systemData": {"createdAt": _now(), "createdBy": "lab-ci", "createdByType": "Application"},
+        }
+        jobs[name] = resource
+        self._save("jobs", jobs)
+        runner = subprocess.Popen(
+            [sys.executable, "-m", "tests.fake_azure", "run-job", str(self.state), name],
+            cwd=Path(__file__).resolve().parent.parent,
+            stdout=subprocess.DEVNULL,
+            stderr=(self.state / f"runner-{name}.err").open("w"),
+            start_new_session=True,  # a remote job outlives the client that submitted it
+        )
+        (self.state / f"runner-{name}.pid").write_text(str(runner.pid))
+        return 201, resource, {}
+
+    def get_job(self, request, query, sub, rg, ws, name):
+        found = self._load("jobs").get(name)
+        return (200, found, {}) if found else (404, _arm_error("UserError", f"job {name} not found"), {})
+
+    def cancel_job(self, request, query, sub, rg, ws, name):
+        pid = self.state / f"runner-{name}.pid"
+        if pid.exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(int(pid.read_text()), signal.SIGTERM)
+        self.set_status(name, "Canceled")
+        return 200, b"", {}  # done at once: no operation to poll
+
+    def set_status(self, name: str, status: str) -> None:
+        jobs = self._load("jobs")
+        if jobs[name]["properties"]["status"] not in ("Canceled",):
+            jobs[name]["properties"]["status"] = status
+            self._save("jobs", jobs)
+
+    def run_job(self, name: str) -> None:
+        """The compute: materialize the inputs, run the command with the job's environment
+        variables (this interpreter stands in for the environment), log to the artifact store,
+        and upload the output folder where the job said."""
+        spec = self._load("jobs")[name]["properties"]
+        work = Path(tempfile.mkdtemp(prefix=f"fake-job-{name}-"))
+        command = spec["command"]
+        for key, value in spec.get("inputs", {}).items():
+            folder = work / "inputs" / key
+            shutil.copytree(self._folder_of(value["uri"]), folder)
+            command = command.replace(f"${{{{inputs.{key}}}}}", str(folder))
+        out = work / "outputs" / "out"
+        out.mkdir(parents=True)
+        command = command.replace("${{outputs.out}}", str(out))
+        logs = DATASTORES["workspaceartifactstore"]
+        log = self._blob_path(ACCOUNT, logs, f"ExperimentRun/dcid.{name}/user_logs/std_log.txt")
+        log.parent.mkdir(parents=True, exist_ok=True)
+        path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"  # `python` is this interpreter
+        env = {**os.environ, **spec.get("environmentVariables", {}), "PATH": path}
+        self.set_status(name, "Running")
+        with log.open("wb") as stream:
+            rc = subprocess.run(["bash", "-c", command], stdout=stream, stderr=subprocess.STDOUT, env=env).returncode
+        if rc == 0:
+            target = self._folder_of(spec["outputs"]["out"]["uri"])
+            shutil.copytree(out, target, dirs_exist_ok=True)
+        self.set_status(name, "Completed" if rc == 0 else "Failed")
+
+    def _folder_of(self, uri: str) -> Path:
+        """azureml://[subscriptions/.../workspaces/<ws>/]datastores/<store>/paths/<prefix> in the blob store."""
+        store, _, prefix = uri.split("/datastores/", 1)[1].partition("/paths/")
+        return self._blob_path(ACCOUNT, DATASTORES[store], prefix.strip("/"))
+
     # -- Azure ML registries (discovery, model versions, SAS references to their storage) -----------
     def discovery(self, request, query, registry):
         if registry not in self._load("registry_models"):
             return 404, _arm_error("NotFound", f"registry {registry} not found"), {}
-        return 200, {
-            "registryName": registry,
-            "primaryRegion": "eastus",
-            "regions": ["eastus"],
-            "primaryRegionResourceProviderUri": f"https://{MFE_HOST}/",
-            "subscriptionId": REGISTRY_SUB,
-            "resourceGroup": REGISTRY_RG,
-        }, {}
+        return (
+            200,
+            {
+                "registryName": registry,
+                "primaryRegion": "eastus",
+                "regions": ["eastus"],
+                "primaryRegionResourceProviderUri": f"https://{MFE_HOST}/",
+                "subscriptionId": REGISTRY_SUB,
+                "resourceGroup": REGISTRY_RG,
+            },
+            {},
+        )
 
     def registry_versions(self, request, query, registry, name):
         return 200, {"value": _listing(self._load("registry_models").get(registry, {}).get(name, {}), query)}, {}
@@ -255,13 +387,17 @@ class FakeService(HTTPAdapter):
 
     def dataref(self, request, query, registry, name, version):
         uri = json.loads(_body(request))["blobUri"]
-        return 200, {
-            "blobReferenceForConsumption": {
-                "blobUri": uri,
-                "storageAccountArmId": f"/subscriptions/{REGISTRY_SUB}/storageAccounts/{REGISTRY_ACCOUNT}",
-                "credential": {"credentialType": "SAS", "sasUri": f"{uri}?sv=2021-08-06&sr=c&sp=rl&sig=fake-sas"},
-            }
-        }, {}
+        return (
+            200,
+            {
+                "blobReferenceForConsumption": {
+                    "blobUri": uri,
+                    "storageAccountArmId": f"/subscriptions/{REGISTRY_SUB}/storageAccounts/{REGISTRY_ACCOUNT}",
+                    "credential": {"credentialType": "SAS", "sasUri": f"{uri}?sv=2021-08-06&sr=c&sp=rl&sig=fake-sas"},
+                }
+            },
+            {},
+        )
 
     # -- Blob storage ------------------------------------------------------------------------------
     def _blob_path(self, account: str, container: str, blob: str = "") -> Path:
@@ -287,7 +423,7 @@ class FakeService(HTTPAdapter):
         path = self._blob_path(account, container, blob)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-        return 201, b"", {"ETag": f'"0x{hashlib.md5(data).hexdigest()[:16].upper()}"', "Last-Modified": formatdate(usegmt=True)}
+        return 201, b"", {"ETag": _etag(data), "Last-Modified": formatdate(usegmt=True)}
 
     def list_blobs(self, request, query, account, container):
         prefix = query.get("prefix", [""])[0]
@@ -302,7 +438,8 @@ class FakeService(HTTPAdapter):
                 )
         xml = (
             '<?xml version="1.0" encoding="utf-8"?>'
-            f'<EnumerationResults ServiceEndpoint="https://{account}.blob.core.windows.net/" ContainerName="{container}">'
+            f'<EnumerationResults ServiceEndpoint="https://{account}.blob.core.windows.net/" '
+            f'ContainerName="{container}">'
             f"<Prefix>{prefix}</Prefix><Blobs>{''.join(items)}</Blobs><NextMarker /></EnumerationResults>"
         )
         return 200, xml.encode(), {"Content-Type": "application/xml"}
@@ -310,11 +447,12 @@ class FakeService(HTTPAdapter):
     def get_blob(self, request, query, account, container, blob):
         path = self._blob_path(account, container, blob)
         if not path.is_file():
-            return 404, _blob_error("BlobNotFound", "The specified blob does not exist."), {"x-ms-error-code": "BlobNotFound"}
+            missing = _blob_error("BlobNotFound", "The specified blob does not exist.")
+            return 404, missing, {"x-ms-error-code": "BlobNotFound"}
         data = path.read_bytes()
         headers = {
             "x-ms-blob-type": "BlockBlob",
-            "ETag": f'"0x{hashlib.md5(data).hexdigest()[:16].upper()}"',
+            "ETag": _etag(data),
             "Last-Modified": formatdate(path.stat().st_mtime, usegmt=True),
             "Content-Type": "application/octet-stream",
             "Accept-Ranges": "bytes",
@@ -324,12 +462,18 @@ class FakeService(HTTPAdapter):
             start, end = (int(x) for x in re.fullmatch(r"bytes=(\d+)-(\d+)", wanted).groups())
             part = data[start : end + 1]
             headers["Content-Range"] = f"bytes {start}-{start + len(part) - 1}/{len(data)}"
-            return 206, (part if request.method == "GET" else b""), headers
-        return 200, (data if request.method == "GET" else b""), headers
+            return 206, part, headers
+        return 200, data, headers
 
 
-def add_model(state: Path, folder: Path, name: str, version: str, registry: str | None = None,
-              workspace: tuple[str, str, str] | None = None) -> str:
+def add_model(
+    state: Path,
+    folder: Path,
+    name: str,
+    version: str,
+    registry: str | None = None,
+    workspace: tuple[str, str, str] | None = None,
+) -> str:
     """Put a model (its files in blob storage, its version record) into the fake service, as if
     someone had registered it; returns its asset id."""
     fake = FakeService(state)
@@ -346,9 +490,16 @@ def add_model(state: Path, folder: Path, name: str, version: str, registry: str 
         sub, rg, ws = workspace
         account, container, prefix = ACCOUNT, CONTAINER, f"LocalUpload/{name}/{version}"
         ws_id = fake._ws_id(sub, rg, ws)
-        props["modelUri"] = f"azureml://subscriptions/{sub}/resourcegroups/{rg}/workspaces/{ws}/datastores/workspaceblobstore/paths/{prefix}"
+        props["modelUri"] = (
+            f"azureml://subscriptions/{sub}/resourcegroups/{rg}/workspaces/{ws}/datastores/workspaceblobstore/paths/{prefix}"
+        )
         store, asset = "models", f"azureml:{name}:{version}"
-        resource = {"id": f"{ws_id}/models/{name}/versions/{version}", "name": version, "properties": props, "systemData": created}
+        resource = {
+            "id": f"{ws_id}/models/{name}/versions/{version}",
+            "name": version,
+            "properties": props,
+            "systemData": created,
+        }
         models = fake._load(store)
         models.setdefault(name, {})[version] = resource
     fake._save(store, models)
@@ -364,7 +515,7 @@ def _listing(versions: dict, query: dict) -> list[dict]:
     """Versions as the service lists them: $orderBy=createdtime desc and $top honoured."""
     found = list(versions.values())
     if query.get("$orderBy", [""])[0].lower().startswith("createdtime desc"):
-        found.sort(key=lambda v: (v["systemData"]["createdAt"], int(v["name"]) if v["name"].isdigit() else 0), reverse=True)
+        found.sort(key=lambda v: (v["systemData"]["createdAt"], v["name"].zfill(12)), reverse=True)
     return found[: int(query.get("$top", [len(found) or 1])[0])]
 
 
@@ -389,5 +540,13 @@ def _arm_error(code: str, message: str) -> dict:
 
 
 def _blob_error(code: str, message: str) -> bytes:
-    return f'<?xml version="1.0" encoding="utf-8"?><Error><Code>{code}</Code><Message>{message}</Message></Error>'.encode()
+    xml = f'<?xml version="1.0" encoding="utf-8"?><Error><Code>{code}</Code><Message>{message}</Message></Error>'
+    return xml.encode()
 
+
+def _etag(data: bytes) -> str:
+    return f'"0x{hashlib.md5(data).hexdigest()[:16].upper()}"'
+
+
+if __name__ == "__main__":  # python -m tests.fake_azure run-job <state> <name>
+    FakeService(Path(sys.argv[2])).run_job(sys.argv[3])

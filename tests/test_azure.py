@@ -4,12 +4,19 @@ of azure-identity, azure-ai-ml and azure-storage-blob through azure-core's trans
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.conftest import ROOT, doit, edit_params
-from tests.fake_azure import CLIENT_SECRET, CONTAINER
+from tests.conftest import PLAIN, ROOT, doit, edit_params
+from tests.fake_azure import ACCOUNT, CLIENT_SECRET, CONTAINER, add_model
 
 pytestmark = pytest.mark.slow
 
@@ -18,6 +25,8 @@ WORKSPACE = {
     "resource_group: null": "resource_group: lab-rg",
     "workspace: null": "workspace: lab-ws",
 }
+
+WORKSPACE_IDS = ("00000000-0000-0000-0000-0000000000aa", "lab-rg", "lab-ws")
 
 
 def azure_env(state: Path, secret: str = CLIENT_SECRET) -> dict:
@@ -34,6 +43,15 @@ def azure_env(state: Path, secret: str = CLIENT_SECRET) -> dict:
 def configure(project: Path) -> None:
     for old, new in WORKSPACE.items():
         edit_params(project, old, new)
+
+
+def _outs_text(text: str) -> dict:
+    return yaml.safe_load(text)["outs"]
+
+
+def _outs(dvc_file: Path) -> dict:
+    """The `outs:` of a .dvc file: the artifact's content hash and size."""
+    return _outs_text(dvc_file.read_text())
 
 
 def service(state: Path) -> tuple[dict, list[str]]:
@@ -68,11 +86,12 @@ def test_first_registration_publishes_the_model_folder(registered):
     assert version["modelType"] == "custom_model" and version["tags"]["dvc_md5"] == content
     assert float(version["tags"]["perplexity_onnx_adapter"]) > 1  # the evaluate stage's figure
     # Every file of the ONNX folder (model, genai config, tokenizer, adapter) is in blob storage.
-    prefix = state / "blobs" / f"lab-models/ft-for-travel/{content.removesuffix('.dir')}/model"
+    prefix = state / "blobs" / ACCOUNT / CONTAINER / f"lab-models/ft-for-travel/{content.removesuffix('.dir')}/model"
     export = project / "models/tiny/onnx-ao/model"
     assert {p.name: p.read_bytes() for p in prefix.iterdir()} == {p.name: p.read_bytes() for p in export.iterdir()}
     assert {"adapter_weights.onnx_adapter", "genai_config.json", "tokenizer.json"} <= {p.name for p in prefix.iterdir()}
-    assert version["modelUri"].endswith(f"datastores/workspaceblobstore/paths/lab-models/ft-for-travel/{content.removesuffix('.dir')}/model")
+    folder = f"lab-models/ft-for-travel/{content.removesuffix('.dir')}/model"
+    assert version["modelUri"].endswith(f"datastores/workspaceblobstore/paths/{folder}")
     assert sum(line.startswith("PUT management.azure.com") for line in log) == 1
     assert any(f"{CONTAINER}/lab-models" in line for line in log)
 
@@ -128,4 +147,126 @@ def test_no_secret_in_records_logs_or_tags(registered):
     files = [*project.rglob("*.dvc"), *(project / "models/metrics").rglob("*.json"), *(project / "logs").iterdir()]
     files += [project / "models/registry/tiny.json", state / "models.json", project / "params.yaml"]
     for path in files:
-        assert CLIENT_SECRET not in path.read_text(errors="replace"), path
+        if path.is_file():
+            assert CLIENT_SECRET not in path.read_text(errors="replace"), path
+
+
+# -- base.source: azureml --------------------------------------------------------------------------
+
+
+def _use_asset(project: Path, asset: str) -> None:
+    edit_params(project, "  source: synthetic   #", f"  source: azureml\n  asset: {asset}\n  #")
+
+
+@pytest.mark.parametrize("form", ["registry", "workspace"])
+def test_base_from_an_azureml_asset(built_copy, tmp_path, form):
+    """A registered copy of the built base comes back byte for byte, so nothing after base rebuilds."""
+    state = tmp_path / "azure"
+    base_dvc = (built_copy / "models/tiny/base.dvc").read_text()
+    if form == "registry":
+        add_model(state, built_copy / "models/tiny/base", "phi-lab", "3", registry="azureml")
+        asset, call = "azureml://registries/azureml/models/phi-lab/labels/latest", "/datarefs/phi-lab/versions/3"
+    else:
+        configure(built_copy)
+        add_model(state, built_copy / "models/tiny/base", "phi-lab", "3", workspace=WORKSPACE_IDS)
+        asset, call = "azureml:phi-lab:3", "/datastores/workspaceblobstore/listSecrets"
+    _use_asset(built_copy, asset)
+    run = doit(built_copy, env=azure_env(state))
+    registers = ["register"] if form == "workspace" else []  # a workspace in params: register is in the build
+    assert run.returncode == 0 and run.ran == ["base", *registers], run.output
+    assert _outs(built_copy / "models/tiny/base.dvc") == _outs_text(base_dvc)
+    assert "phi-lab:3" in (built_copy / "models/tiny/base.dvc").read_text()  # the version a label resolved to
+    assert any(call in line for line in service(state)[1])
+
+
+def test_missing_azureml_asset_is_a_clear_error(built_copy, tmp_path):
+    configure(built_copy)
+    _use_asset(built_copy, "azureml:no-such-model:1")
+    run = doit(built_copy, env=azure_env(tmp_path / "azure"))
+    assert run.returncode != 0 and run.failed == ["base"] and run.ran == []
+    assert "Azure ML refused downloading azureml:no-such-model:1: HTTP 404" in run.output
+    assert (built_copy / "models/tiny/base/model.safetensors").is_file()  # the previous base is kept
+
+
+# -- jobs.executor: azureml ------------------------------------------------------------------------
+
+
+def _remote(project: Path, stage: str) -> None:
+    configure(project)
+    edit_params(project, "  executor: {}", f"  executor: {{{stage}: azureml}}")
+    edit_params(project, "  compute: null", "  compute: gpu-cluster")
+    edit_params(project, "  environment: null", "  environment: azureml:olive-lab:1")
+    edit_params(project, "  poll_seconds: 10", "  poll_seconds: 0.2")
+
+
+def test_a_stage_runs_as_an_azureml_job_and_builds_what_a_local_run_builds(built_copy, tmp_path):
+    state = tmp_path / "azure"
+    local = _outs(built_copy / "models/tiny/ft/adapter.dvc")
+    _remote(built_copy, "finetune")
+    run = doit(built_copy, "-s", "-a", "finetune", env=azure_env(state))
+    assert run.returncode == 0 and run.ran == ["finetune"], run.output
+    assert _outs(built_copy / "models/tiny/ft/adapter.dvc") == local  # same bytes as the local build
+    jobs = json.loads((state / "jobs.json").read_text())
+    (job,) = jobs.values()
+    props = job["properties"]
+    assert props["status"] == "Completed" and props["computeId"].endswith("/computes/gpu-cluster")
+    assert props["command"].startswith("cd ${{inputs.code}} && python -m tasks.job_entry finetune")
+    assert set(props["inputs"]) == {"code", "data", "quantize"}
+    log = (built_copy / "logs/finetune.log").read_text()
+    assert f"submitted Azure ML job {job['name']}" in log and '[job] {"event": "summary"' in log
+    # Tracked like a local build: nothing after finetune is stale (register is new: a workspace is set).
+    assert doit(built_copy, env=azure_env(state)).ran == ["register"]
+    # Inputs are uploaded once per content: a second job re-uses them.
+    uploads = [line for line in service(state)[1] if line.startswith("PUT") and "/lab-artifacts/" in line]
+    run = doit(built_copy, "-s", "-a", "finetune", env=azure_env(state))
+    assert run.returncode == 0 and len(json.loads((state / "jobs.json").read_text())) == 2
+    assert [line for line in service(state)[1] if line.startswith("PUT") and "/lab-artifacts/" in line] == uploads
+
+
+def test_a_job_that_fails_remotely_fails_the_stage_with_its_error_and_log(built_copy, tmp_path):
+    _remote(built_copy, "finetune")
+    before = (built_copy / "models/tiny/ft/adapter.dvc").read_text()
+    no_gpu = "  gradient_checkpointing: false\n  device: cuda"  # the fake's compute has none
+    edit_params(built_copy, "  gradient_checkpointing: false\n  device: auto", no_gpu)
+    run = doit(built_copy, env=azure_env(tmp_path / "azure"))
+    assert run.returncode != 0 and run.failed == ["finetune"] and run.ran == []
+    remote_error = r"Azure ML job lab-tiny-finetune-\w+ failed: params.yaml: finetune.device: cuda"
+    assert re.search(remote_error, run.output), run.output
+    assert "job log (last lines)" in run.output
+    assert (built_copy / "models/tiny/ft/adapter.dvc").read_text() == before
+    assert (built_copy / "models/tiny/ft/adapter/adapter_model.safetensors").is_file()
+
+
+def test_azureml_executor_without_compute_says_what_to_set(built_copy, tmp_path):
+    _remote(built_copy, "finetune")
+    edit_params(built_copy, "  compute: gpu-cluster", "  compute: null")
+    run = doit(built_copy, "-s", "-a", "finetune", env=azure_env(tmp_path / "azure"))
+    assert run.returncode != 0 and run.failed == ["finetune"]
+    assert "params.yaml: jobs.compute not set" in run.output
+    assert not any("/jobs/" in line for line in service(tmp_path / "azure")[1])
+
+
+def test_ctrl_c_cancels_the_running_job(built_copy, tmp_path):
+    state = tmp_path / "azure"
+    _remote(built_copy, "finetune")
+    edit_params(built_copy, "max_steps: 100", "max_steps: 400")  # long enough to interrupt
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "doit", "finetune"],
+        cwd=built_copy,
+        env={**os.environ, **PLAIN, **azure_env(state)},
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    jobs = state / "jobs.json"
+    deadline = time.monotonic() + 120
+    while not (jobs.exists() and '"Running"' in jobs.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "interrupted (Ctrl-C): finetune stopped" in output, output
+    (job,) = json.loads(jobs.read_text()).values()
+    assert job["properties"]["status"] == "Canceled"
+    assert any(line.startswith("POST") and line.endswith("/cancel") for line in service(state)[1])

@@ -1,0 +1,207 @@
+"""Run one stage as an Azure ML command job (params jobs.executor: {<stage>: azureml}).
+
+Called by tasks/child.py in place of the stage's own `run()`, into the same staging folder, so the
+result is checked, renamed into place and tracked by DVC exactly like a local build. The job:
+- code: a snapshot of tasks/, pyproject.toml, the raw data file and the job file (params and
+  fingerprint), uploaded under its content hash;
+- inputs: each upstream artifact, uploaded once under its DVC content hash;
+- command: `python -m tasks.job_entry <stage>` (tasks/job_entry.py), which calls the stage's `run()`;
+- output: one folder on the default datastore, downloaded back when the job completes.
+While it runs, its std_log.txt is read from the artifact store: the stage's events drive the local
+progress bars and every line goes to the stage log. Ctrl-C cancels the job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import uuid
+from pathlib import Path
+
+from tasks import azure
+from tasks.errors import StageError
+from tasks.job_entry import JOB_FILE
+
+DONE = {"Completed", "Failed", "Canceled", "NotResponding"}
+ARTIFACT_STORE = "workspaceartifactstore"
+SNAPSHOT_FILES = ("tasks", "pyproject.toml", "dodo.py")
+
+
+def _snapshot(paths, params, job: dict, scratch: Path) -> Path:
+    """The code snapshot folder: the project's code and raw data, and the job file."""
+    import shutil
+
+    snap = scratch / "code"
+    for rel in SNAPSHOT_FILES:
+        src = paths.root / rel
+        if src.is_dir():
+            shutil.copytree(src, snap / rel, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.is_file():
+            (snap / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, snap / rel)
+    data = paths.inside(params.data.path, "data.path")
+    (snap / data.relative_to(paths.root)).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(data, snap / data.relative_to(paths.root))
+    (snap / JOB_FILE).write_text(json.dumps(job, indent=1, sort_keys=True))
+    return snap
+
+
+def _folder_hash(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:32]
+
+
+def _upload_once(blobs, folder: Path, prefix: str, progress) -> str:
+    """Upload a folder under a content-addressed prefix unless a complete copy is there already
+    (the marker is written last, so an interrupted upload is redone)."""
+    marker = f"{prefix}.complete"  # beside the folder, not in it
+    if not blobs.container.get_blob_client(marker).exists():
+        blobs.upload_folder(folder, prefix, progress)
+        blobs.container.upload_blob(marker, b"", overwrite=True)
+    return blobs.uri(prefix)
+
+
+def _command_job(stage: str, params, inputs: dict[str, str], code: str, out: str, name: str):
+    from azure.ai.ml import Input, Output, command
+
+    from tasks.runner import CHILD_ENV
+
+    flags = " ".join(f"--input {u}=${{{{inputs.{u}}}}}" for u in inputs)
+    return command(
+        name=name,
+        display_name=f"{params.name} {stage}",
+        experiment_name=params.jobs.experiment,
+        # The snapshot is an input (mounted read-only), so every byte goes through the lab's own uploads.
+        command=f"cd ${{{{inputs.code}}}} && python -m tasks.job_entry {stage} --out ${{{{outputs.out}}}} {flags}",
+        inputs={"code": Input(type="uri_folder", path=code, mode="ro_mount")}
+        | {u: Input(type="uri_folder", path=uri, mode="ro_mount") for u, uri in inputs.items()},
+        outputs={"out": Output(type="uri_folder", path=out, mode="rw_mount")},
+        environment=params.jobs.environment,
+        compute=params.jobs.compute,
+        environment_variables={**CHILD_ENV, "PYTHONDONTWRITEBYTECODE": "1"},
+        tags={"lab_stage": stage, "lab_build": params.name},
+    )
+
+
+class LogFollower:
+    """Reads a running job's std_log.txt from the artifact store, from where it left off."""
+
+    def __init__(self, blobs, job_name: str, channel, log):
+        self.blob = blobs.container.get_blob_client(f"ExperimentRun/dcid.{job_name}/user_logs/std_log.txt")
+        self.channel, self.log = channel, log
+        self.offset, self.partial, self.lines, self.outcome = 0, b"", [], {}
+
+    def poll(self) -> None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            size = self.blob.get_blob_properties().size
+            if size <= self.offset:
+                return
+            data = self.blob.download_blob(offset=self.offset, length=size - self.offset).readall()
+        except ResourceNotFoundError:
+            return  # the job has not written its log yet
+        self.offset += len(data)
+        *complete, self.partial = (self.partial + data).split(b"\n")
+        for raw in complete:
+            self._line(raw.decode("utf-8", errors="replace"))
+
+    def _line(self, line: str) -> None:
+        self.log.write(f"[job] {line}\n")
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            event = None
+        if not isinstance(event, dict) or "event" not in event:
+            self.lines = [*self.lines[-19:], line]  # the excerpt shown when the job fails
+            return
+        kind = event.pop("event")
+        if kind in ("progress", "table"):
+            self.channel.send(kind, **event)
+        elif kind in ("summary", "error"):
+            self.outcome = {"kind": kind, **event}
+
+
+def _wait(client, name: str, follower: LogFollower, poll_seconds: float) -> str:
+    while True:
+        status = client.jobs.get(name).status
+        follower.poll()
+        if status in DONE:
+            follower.poll()
+            return status
+        time.sleep(poll_seconds)
+
+
+def _cancel(client, name: str) -> None:
+    """Cancel the job; a second Ctrl-C (the parent forwards one) must not cut the request short."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        client.jobs.begin_cancel(name)
+        logging.getLogger("tasks").info("cancelled Azure ML job %s", name)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _require(params) -> None:
+    azure.require_workspace(params.azure, "a stage with executor azureml")
+    missing = [f"jobs.{k}" for k in ("compute", "environment") if not getattr(params.jobs, k)]
+    if missing:
+        raise StageError(
+            f"params.yaml: {', '.join(missing)} not set: an azureml stage runs on a compute cluster in an environment"
+        )
+
+
+def run_as_job(stage: str, params, paths, out: Path, channel, job: dict) -> dict:
+    """Submit the stage as a command job, follow it to the end, download its output into `out`."""
+    import tempfile
+
+    _require(params)
+    paths.models.mkdir(parents=True, exist_ok=True)
+    try:
+        with tempfile.TemporaryDirectory(prefix=f".{stage}-", dir=paths.models) as scratch:
+            return _submit_and_follow(stage, params, paths, out, channel, job, Path(scratch))
+    except (StageError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        raise (azure.explain(exc, f"running {stage} as an Azure ML job") or exc) from exc
+
+
+def _submit_and_follow(stage: str, params, paths, out: Path, channel, job: dict, scratch: Path) -> dict:
+    import sys
+
+    from tasks import artifacts
+    from tasks.stage import upstream_of
+    from tasks.versions import stages
+
+    client = azure.ml_client(params.azure)
+    blobs = azure.Blobs.of_datastore(client)
+    progress = lambda done, total: channel.progress("upload", done, total)  # noqa: E731
+    snap = _snapshot(paths, params, job, scratch)
+    code = _upload_once(blobs, snap, f"lab-code/{_folder_hash(snap)}", progress)
+    inputs = {}
+    for u in upstream_of(next(s for s in stages() if s.name == stage), params):
+        content = artifacts.content_hash(paths.dvc_file(u)).removesuffix(".dir")
+        inputs[u] = _upload_once(blobs, paths.output(u), f"lab-artifacts/{content}", progress)
+    name = f"lab-{params.name}-{stage}-{uuid.uuid4().hex[:10]}".lower().replace(".", "-").replace("_", "-")
+    out_prefix = f"lab-outputs/{name}/out"
+    client.jobs.create_or_update(_command_job(stage, params, inputs, code, blobs.uri(out_prefix), name))
+    logging.getLogger("tasks").info("submitted Azure ML job %s (experiment %s)", name, params.jobs.experiment)
+    follower = LogFollower(azure.Blobs.of_datastore(client, ARTIFACT_STORE), name, channel, sys.stderr)
+    try:
+        status = _wait(client, name, follower, params.jobs.poll_seconds)
+    except KeyboardInterrupt:
+        _cancel(client, name)
+        raise
+    if status != "Completed" or follower.outcome.get("kind") != "summary":
+        remote = follower.outcome.get("message") or "no error reported by the stage"
+        excerpt = "\n    ".join(follower.lines[-8:])
+        raise StageError(f"Azure ML job {name} {status.lower()}: {remote}\n  job log (last lines):\n    {excerpt}")
+    if blobs.download_folder(out_prefix, out, lambda d, t: channel.progress("download", d, t)) == 0:
+        raise StageError(f"Azure ML job {name} completed but wrote nothing to {blobs.uri(out_prefix)}")
+    return {k: v for k, v in follower.outcome.items() if k != "kind"}
