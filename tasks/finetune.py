@@ -67,23 +67,48 @@ def olive_config(params, base: Path, train: Path, work: Path, dtype: str) -> dic
     }
 
 
-def _progress_callback(channel, total: int, losses: list):
+MAX_SKIPPED_SHARE = 0.1  # more steps than this with a non-finite gradient: the run has diverged
+
+
+def skip_nonfinite_steps(optimizer, skipped: list[int], step_of) -> None:
+    """Make `optimizer.step()` skip an update whose gradients are not all finite and record the
+    step, as mixed-precision loss scaling does; the HF Trainer would otherwise apply it and turn
+    every weight into NaN. (The random-weight Phi-3.5 shape overflows the gradient on one batch:
+    BENCHMARKS.md.)"""
+    import torch
+
+    step = optimizer.step
+
+    def guarded(*args, **kwargs):
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if grads and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
+            optimizer.zero_grad(set_to_none=True)
+            skipped.append(step_of())
+            return None
+        return step(*args, **kwargs)
+
+    optimizer.step = guarded
+
+
+def _progress_callback(channel, total: int, losses: list, skipped: list[int]):
     from transformers import TrainerCallback
 
     class Report(TrainerCallback):
+        def on_train_begin(self, args, state, control, optimizer=None, **kwargs):
+            skip_nonfinite_steps(optimizer, skipped, lambda: state.global_step + 1)
+
         def on_step_end(self, args, state, control, **kwargs):
             channel.progress("training steps", state.global_step, total)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "loss" in logs:
                 norm = logs.get("grad_norm")
-                losses.append(
-                    {
-                        "step": state.global_step,
-                        "loss": float(logs["loss"]),
-                        "grad_norm": None if norm is None else float(norm),
-                    }
-                )
+                entry = {
+                    "step": state.global_step,
+                    "loss": float(logs["loss"]),
+                    "grad_norm": None if norm is None else float(norm),
+                }
+                losses.append(entry | ({"skipped": True} if state.global_step in skipped else {}))
 
     return Report
 
@@ -98,8 +123,8 @@ def _quiet_olive_telemetry() -> None:
 
 
 def check_trained(losses: list[dict], adapter: Path) -> None:
-    """Fail on a diverged run: the HF Trainer logs a NaN gradient as loss 0 and carries on, and the
-    adapter it saves is NaN, which every later stage would silently use."""
+    """Fail on a diverged run: a non-finite loss or gradient that was not skipped, too many skipped
+    steps, or a non-finite adapter (which every later stage would silently use)."""
     import math
 
     from safetensors.numpy import load_file
@@ -107,11 +132,17 @@ def check_trained(losses: list[dict], adapter: Path) -> None:
     from tasks.errors import StageError
 
     finite = lambda v: v is None or math.isfinite(v)  # noqa: E731
-    bad = next((e for e in losses if not finite(e["loss"]) or not finite(e["grad_norm"])), None)
+    skipped = [e["step"] for e in losses if e.get("skipped")]
+    bad = next((e for e in losses if not e.get("skipped") and not (finite(e["loss"]) and finite(e["grad_norm"]))), None)
     weights_ok = all(math.isfinite(float(abs(t).max())) for t in load_file(adapter).values())
     if bad or not weights_ok:
         where = f"at step {bad['step']} (loss {bad['loss']}, grad norm {bad['grad_norm']})" if bad else ""
         raise StageError(f"training diverged {where}: the adapter is not finite; lower finetune.learning_rate")
+    if len(skipped) > MAX_SKIPPED_SHARE * len(losses):
+        raise StageError(
+            f"training diverged: {len(skipped)} of {len(losses)} steps had a non-finite gradient "
+            f"(steps {skipped[:8]}); lower finetune.learning_rate"
+        )
 
 
 def _write_adapter_config(src: Path, out: Path, paths) -> None:
@@ -133,13 +164,16 @@ def run(params, paths, out: Path, channel) -> dict:
         os.environ["HF_DATASETS_CACHE"] = str(work / "datasets")
         write_dequantized(paths.output("quantize"), work / "base", dtype)
         losses: list[dict] = []
+        skipped: list[int] = []
         import transformers.trainer
 
         _quiet_olive_telemetry()
         from olive.workflows import run as olive_run
 
         # Olive builds the Trainer itself; its default callbacks are the hook for progress and loss.
-        transformers.trainer.DEFAULT_CALLBACKS.append(_progress_callback(channel, params.finetune.max_steps, losses))
+        transformers.trainer.DEFAULT_CALLBACKS.append(
+            _progress_callback(channel, params.finetune.max_steps, losses, skipped)
+        )
         os.chdir(work)  # Olive turns config strings naming files in the CWD into paths
         # peft draws lora_A before the Trainer seeds anything: seed first, for the same adapter twice.
         transformers.set_seed(params.finetune.seed)
@@ -157,4 +191,5 @@ def run(params, paths, out: Path, channel) -> dict:
         "steps": params.finetune.max_steps,
         "first_loss": losses[0]["loss"],
         "last_loss": losses[-1]["loss"],
+        "skipped_steps": len(skipped),
     }

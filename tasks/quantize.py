@@ -15,7 +15,7 @@ STAGE = Stage(
     module=__name__,
     doc="AWQ 4-bit quantization, calibrated on the train split (CUDA if present)",
     upstream=("data", "base"),
-    code=("quantize.py", "device.py"),
+    code=("quantize.py", "device.py", "awq_pack.py"),
     libraries=("autoawq", "torch", "transformers", "accelerate"),
     params=("quantize", "template"),
 )
@@ -53,8 +53,11 @@ def run(params, paths, out: Path, channel) -> dict:
     from awq import AutoAWQForCausalLM
     from transformers import AutoTokenizer
 
+    from tasks import awq_pack
+
     # AutoAWQ walks the layers in a tqdm loop; report it as our progress bar.
     awq_quantizer.tqdm = device.reporting_tqdm(channel, "AWQ layers")
+    awq_pack.install()  # the same packed bytes, without a Python loop per weight column
     base = paths.output("base")
     texts = calibration_texts(params, read_jsonl(paths.output("data") / "train.jsonl"))
     _check_group_size(base, cfg.q_group_size)

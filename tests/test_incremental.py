@@ -84,6 +84,17 @@ def test_force_one_stage_alone(built_copy):
     assert run.returncode == 0 and run.ran == ["finetune"], run.output
 
 
+def test_profile_a_stage(built_copy):
+    """LAB_PROFILE=1: the stage's cProfile stats beside its log, the top entries in it."""
+    import pstats
+
+    run = doit(built_copy, "-s", "-a", "smoke", env={"LAB_PROFILE": "1"})
+    assert run.returncode == 0 and run.ran == ["smoke"], run.output
+    stats = pstats.Stats(str(built_copy / "logs/smoke.prof"))
+    assert any(func[2] == "run" and func[0].endswith("smoke.py") for func in stats.stats)
+    assert "Ordered by: cumulative time" in (built_copy / "logs/smoke.log").read_text()
+
+
 def test_forget_verifies_the_output_instead_of_recomputing(built_copy):
     """`doit forget finetune && doit`: doit's record is gone, the .dvc record still matches, so the
     adapter is hash-checked against DVC's cache and kept; `doit -a` is the way to recompute."""
