@@ -242,13 +242,7 @@ class FakeService(HTTPAdapter):
         defaults = {"flavors": {}, "properties": {}, "tags": {}, "isAnonymous": False, "isArchived": False}
         body["properties"] = {**defaults, **body["properties"], "provisioningState": "Succeeded"}
         body["properties"]["stage"] = body["properties"].get("stage") or "Development"
-        resource = {
-            "id": f"{self._ws_id(sub, rg, ws)}/models/{name}/versions/{version}",
-            "name": version,
-            "type": "Microsoft.MachineLearningServices/workspaces/models/versions",
-            "properties": body["properties"],
-            "systemData": {"createdAt": _now(), "createdBy": "lab-ci", "createdByType": "Application"},
-        }
+        resource = _resource(f"{self._ws_id(sub, rg, ws)}/models/{name}/versions/{version}", body["properties"])
         models.setdefault(name, {})[version] = resource
         self._save("models", models)
         return 201, resource, {}
@@ -290,13 +284,7 @@ class FakeService(HTTPAdapter):
             return 409, _arm_error("UserError", f"job {name} already exists"), {}
         body = json.loads(_body(request))
         body["properties"] |= {"status": "Starting", "services": {}, "parameters": {}}
-        resource = {
-            "id": f"{self._ws_id(sub, rg, ws)}/jobs/{name}",
-            "name": name,
-            "type": "Microsoft.MachineLearningServices/workspaces/jobs",
-            "properties": body["properties"],
-            "systemData": {"createdAt": _now(), "createdBy": "lab-ci", "createdByType": "Application"},
-        }
+        resource = _resource(f"{self._ws_id(sub, rg, ws)}/jobs/{name}", body["properties"])
         jobs[name] = resource
         self._save("jobs", jobs)
         runner = subprocess.Popen(
@@ -477,13 +465,12 @@ def add_model(
     """Put a model (its files in blob storage, its version record) into the fake service, as if
     someone had registered it; returns its asset id."""
     fake = FakeService(state)
-    created = {"createdAt": _now(), "createdBy": "someone", "createdByType": "User"}
     props = {"modelType": "custom_model", "flavors": {}, "properties": {}, "tags": {}, "isArchived": False}
     if registry:
         account, container, prefix = REGISTRY_ACCOUNT, REGISTRY_CONTAINER, f"models/{name}/{version}"
         props["modelUri"] = f"https://{account}.blob.core.windows.net/{container}/{prefix}"
         store, asset = "registry_models", f"azureml://registries/{registry}/models/{name}/versions/{version}"
-        resource = {"id": asset, "name": version, "properties": props, "systemData": created}
+        resource = {**_resource(asset, props, "someone"), "name": version}
         models = fake._load(store)
         models.setdefault(registry, {}).setdefault(name, {})[version] = resource
     else:
@@ -494,12 +481,7 @@ def add_model(
             f"azureml://subscriptions/{sub}/resourcegroups/{rg}/workspaces/{ws}/datastores/workspaceblobstore/paths/{prefix}"
         )
         store, asset = "models", f"azureml:{name}:{version}"
-        resource = {
-            "id": f"{ws_id}/models/{name}/versions/{version}",
-            "name": version,
-            "properties": props,
-            "systemData": created,
-        }
+        resource = _resource(f"{ws_id}/models/{name}/versions/{version}", props, "someone")
         models = fake._load(store)
         models.setdefault(name, {})[version] = resource
     fake._save(store, models)
@@ -509,6 +491,18 @@ def add_model(
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(path.read_bytes())
     return asset
+
+
+def _resource(arm_id: str, properties: dict, created_by: str = "lab-ci") -> dict:
+    """An ARM resource as Azure ML returns it: id, name (its last segment), type, properties, systemData."""
+    parts = arm_id.split("/providers/Microsoft.MachineLearningServices/")[-1].split("/")
+    return {
+        "id": arm_id,
+        "name": parts[-1],
+        "type": "Microsoft.MachineLearningServices/" + "/".join(parts[0::2]),
+        "properties": properties,
+        "systemData": {"createdAt": _now(), "createdBy": created_by, "createdByType": "Application"},
+    }
 
 
 def _listing(versions: dict, query: dict) -> list[dict]:

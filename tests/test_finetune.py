@@ -39,11 +39,11 @@ def test_a_step_with_a_non_finite_gradient_is_skipped_not_applied():
         layer(torch.ones(1, 4) * scale).sum().backward()  # inf input: inf/NaN gradient at step 1
         optimizer.step()
         if step[0] == 1:
-            assert all(torch.equal(a, b) for a, b in zip(before, layer.parameters()))  # not applied
+            assert all(torch.equal(a, b) for a, b in zip(before, layer.parameters(), strict=True))  # not applied
             assert all(p.grad is None for p in layer.parameters())
         optimizer.zero_grad()
     assert skipped == [1]
-    assert not any(torch.equal(a, b) for a, b in zip(before, layer.parameters()))  # step 2 applied
+    assert not any(torch.equal(a, b) for a, b in zip(before, layer.parameters(), strict=True))  # step 2 applied
     assert all(torch.isfinite(p).all() for p in layer.parameters())
 
 
