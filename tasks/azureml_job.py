@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import signal
 import time
 import uuid
 from pathlib import Path
@@ -136,14 +137,21 @@ def _wait(client, name: str, follower: LogFollower, poll_seconds: float) -> str:
         time.sleep(poll_seconds)
 
 
-def _cancel(client, name: str) -> None:
-    """Cancel the job; a second Ctrl-C (the parent forwards one) must not cut the request short."""
-    import signal
+def _interrupt_once(signum, frame):
+    """The first Ctrl-C stops the wait; later ones (the parent forwards the terminal's) are ignored
+    from that instant, so they cannot cut the cancel request short."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+def _wait_or_cancel(client, name: str, follower: LogFollower, poll_seconds: float) -> str:
+    previous = signal.signal(signal.SIGINT, _interrupt_once)
     try:
+        return _wait(client, name, follower, poll_seconds)
+    except KeyboardInterrupt:
         client.jobs.begin_cancel(name)
         logging.getLogger("tasks").info("cancelled Azure ML job %s", name)
+        raise
     finally:
         signal.signal(signal.SIGINT, previous)
 
@@ -193,11 +201,7 @@ def _submit_and_follow(stage: str, params, paths, out: Path, channel, job: dict,
     client.jobs.create_or_update(_command_job(stage, params, inputs, code, blobs.uri(out_prefix), name))
     logging.getLogger("tasks").info("submitted Azure ML job %s (experiment %s)", name, params.jobs.experiment)
     follower = LogFollower(azure.Blobs.of_datastore(client, ARTIFACT_STORE), name, channel, sys.stderr)
-    try:
-        status = _wait(client, name, follower, params.jobs.poll_seconds)
-    except KeyboardInterrupt:
-        _cancel(client, name)
-        raise
+    status = _wait_or_cancel(client, name, follower, params.jobs.poll_seconds)
     if status != "Completed" or follower.outcome.get("kind") != "summary":
         remote = follower.outcome.get("message") or "no error reported by the stage"
         excerpt = "\n    ".join(follower.lines[-8:])

@@ -63,6 +63,15 @@ def make_project(dest: Path) -> Path:
 PLAIN = {"NO_COLOR": "1", "COLUMNS": "200", "TERM": "dumb"}
 
 
+def as_in_a_terminal() -> None:
+    """preexec_fn for a `doit` that a test will Ctrl-C: SIGINT handled as in a terminal. A test run
+    started in the background (`make test &`) inherits SIGINT ignored, and Python then never raises
+    KeyboardInterrupt."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def doit(project: Path, *args: str, env: dict | None = None, preexec_fn=None, timeout: int = 900) -> Run:
     """Run the doit CLI in `project` as a user would (plus `env`); the output is plain text."""
     proc = subprocess.run(

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import PLAIN, ROOT, doit, edit_params
+from tests.conftest import PLAIN, ROOT, as_in_a_terminal, doit, edit_params
 from tests.fake_azure import ACCOUNT, CLIENT_SECRET, CONTAINER, add_model
 
 pytestmark = pytest.mark.slow
@@ -258,6 +258,7 @@ def test_ctrl_c_cancels_the_running_job(built_copy, tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=as_in_a_terminal,
     )
     jobs = state / "jobs.json"
     deadline = time.monotonic() + 120

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PLAIN, build, doit, edit_params, private_copy
+from tests.conftest import PLAIN, as_in_a_terminal, build, doit, edit_params, private_copy
 
 pytestmark = pytest.mark.slow
 
@@ -142,6 +142,7 @@ def _start(project: Path, stage: str, env: dict | None = None) -> tuple[subproce
         cwd=project,
         text=True,
         start_new_session=True,
+        preexec_fn=as_in_a_terminal,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env={**os.environ, **PLAIN, **(env or {})},
