@@ -9,6 +9,7 @@ artifact's DVC hash: an interrupted upload is simply redone).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import re
@@ -56,6 +57,21 @@ def ml_client(azure, registry: str | None = None):
     kwargs = transport_kwargs()
     scope = {"registry_name": registry} if registry else {"workspace_name": azure.workspace}
     return MLClient(credential(kwargs), azure.subscription_id, azure.resource_group, **scope, **kwargs)
+
+
+@contextlib.contextmanager
+def explained(doing: str):
+    """Azure failures inside the block become a StageError saying what was being done; anything
+    else (a StageError of ours, a bug, Ctrl-C) passes unchanged."""
+    try:
+        yield
+    except StageError:
+        raise
+    except Exception as exc:
+        error = explain(exc, doing)
+        if error is None:
+            raise
+        raise error from exc
 
 
 def explain(exc: Exception, doing: str) -> StageError | None:

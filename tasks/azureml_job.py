@@ -171,13 +171,9 @@ def run_as_job(stage: str, params, paths, out: Path, channel, job: dict) -> dict
 
     _require(params)
     paths.models.mkdir(parents=True, exist_ok=True)
-    try:
+    with azure.explained(f"running {stage} as an Azure ML job"):
         with tempfile.TemporaryDirectory(prefix=f".{stage}-", dir=paths.models) as scratch:
             return _submit_and_follow(stage, params, paths, out, channel, job, Path(scratch))
-    except (StageError, KeyboardInterrupt):
-        raise
-    except Exception as exc:
-        raise (azure.explain(exc, f"running {stage} as an Azure ML job") or exc) from exc
 
 
 def _submit_and_follow(stage: str, params, paths, out: Path, channel, job: dict, scratch: Path) -> dict:

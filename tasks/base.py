@@ -57,14 +57,10 @@ def _download_azureml(params, out: Path, channel) -> str:
     from tasks.errors import StageError
 
     download = out / ".download"
-    try:
+    with azure.explained(f"downloading {params.base.asset}"):
         resolved = azure.download_model(
             params.base.asset, params.azure, download, lambda done, total: channel.progress("download", done, total)
         )
-    except StageError:
-        raise
-    except Exception as exc:
-        raise (azure.explain(exc, f"downloading {params.base.asset}") or exc) from exc
     configs = sorted(download.rglob("config.json"), key=lambda p: len(p.parts))
     if not configs:
         raise StageError(f"base.asset {params.base.asset} ({resolved}): no config.json; not a Hugging Face checkpoint")

@@ -83,13 +83,11 @@ def run(params, paths, out: Path, channel) -> dict:
     content = artifacts.content_hash(paths.dvc_file("export"))
     if not content:
         raise StageError(f"{paths.dvc_file('export')}: no content hash; run `doit export` first")
-    try:
+    with azure.explained(f"registering model {name}"):
         client = azure.ml_client(params.azure)
         model, status = registered_with(client, name, content), "already registered"
         if model is None:
             model, status = publish(client, params, paths, content, channel), "registered"
-    except Exception as exc:
-        raise (azure.explain(exc, f"registering model {name}") or exc) from exc
     record = {
         "name": model.name,
         "version": model.version,
