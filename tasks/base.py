@@ -81,7 +81,10 @@ def run(params, paths, out: Path, channel) -> dict:
         train = read_jsonl(paths.output("data") / "train.jsonl")
         texts = [f"{r['prompt']}\n{r['response']}" for r in train]
         shape = "tiny" if cfg.source == "tiny" else cfg.synthetic.shape
-        make_synthetic_model(texts, out, shape, seed=cfg.synthetic.seed, vocab_size=cfg.synthetic.vocab_size)
+        synthetic = cfg.synthetic
+        make_synthetic_model(
+            texts, out, shape, seed=synthetic.seed, vocab_size=synthetic.vocab_size, outliers=synthetic.outliers
+        )
     elif cfg.source == "local":
         src = Path(cfg.path).expanduser()
         if not src.is_dir():

@@ -1,8 +1,9 @@
 """evaluate: what each stage cost and bought, measured on the held-out eval split.
 
 Every model sees the same token ids (the base model's tokenizer, the params template): loss and
-perplexity of the base model, the AWQ model and the AWQ model + adapter in torch, and of the ONNX
-model + adapter in onnxruntime-genai; the share of eval answers whose first N generated tokens are
+perplexity of the base model, the base rounded to nearest on AWQ's grid (what AWQ has to beat),
+the AWQ model and the AWQ model + adapter in torch, and of the ONNX model + adapter in
+onnxruntime-genai; the share of eval answers whose first N generated tokens are
 the reference's; artifact sizes; onnxruntime-genai decode speed with and without the adapter.
 """
 
@@ -21,7 +22,7 @@ STAGE = Stage(
     module=__name__,
     doc="Measure every model on the eval split: loss, perplexity, answers, sizes, decode speed",
     upstream=("data", "base", "quantize", "finetune", "export"),
-    code=("evaluate.py", "awq_weights.py", "smoke.py", "device.py"),
+    code=("evaluate.py", "awq_weights.py", "rtn.py", "smoke.py", "device.py"),
     libraries=(
         "torch",
         "transformers",
@@ -34,7 +35,7 @@ STAGE = Stage(
     ),
     params=("evaluate", "template"),
 )
-VARIANTS = ("base", "awq", "awq_adapter", "onnx_adapter")
+VARIANTS = ("base", "rtn", "awq", "awq_adapter", "onnx_adapter")
 
 
 def task_evaluate():
@@ -82,18 +83,23 @@ def torch_losses(model, examples: list[dict], dev: str) -> list[float]:
 
 
 def torch_variants(params, paths, examples: list[dict], dev: str, channel) -> dict[str, list[float]]:
-    """Per-example losses of the base model, the AWQ model (exactly dequantized) and AWQ + adapter."""
+    """Per-example losses of the base model, the base rounded to nearest on the AWQ checkpoint's grid,
+    the AWQ model (exactly dequantized) and AWQ + adapter."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
+    from tasks import rtn
     from tasks.awq_weights import write_dequantized
 
     dtype = "bfloat16" if dev == "cuda" else "float32"
     base = AutoModelForCausalLM.from_pretrained(paths.output("base"), dtype=getattr(torch, dtype)).to(dev).eval()
     losses = {"base": torch_losses(base, examples, dev)}
+    grid = json.loads((paths.output("quantize") / "config.json").read_text())["quantization_config"]
+    rtn.quantize_decoder_linears(base, grid["bits"], grid["group_size"])
+    losses["rtn"] = torch_losses(base, examples, dev)
     del base
-    channel.progress("models", 1, len(VARIANTS))
+    channel.progress("models", 2, len(VARIANTS))
     with tempfile.TemporaryDirectory(prefix=".evaluate-", dir=paths.models) as scratch:
         write_dequantized(paths.output("quantize"), Path(scratch), dtype)
         awq = AutoModelForCausalLM.from_pretrained(scratch, dtype=getattr(torch, dtype)).to(dev).eval()
@@ -101,7 +107,7 @@ def torch_variants(params, paths, examples: list[dict], dev: str, channel) -> di
     losses["awq_adapter"] = torch_losses(tuned, examples, dev)
     with tuned.disable_adapter():
         losses["awq"] = torch_losses(tuned, examples, dev)
-    channel.progress("models", 3, len(VARIANTS))
+    channel.progress("models", 4, len(VARIANTS))
     return losses
 
 
@@ -209,7 +215,7 @@ def run(params, paths, out: Path, channel) -> dict:
     model, adapters, onnx_dev = onnx_session(params, paths)
     name = params.smoke.adapter_name
     losses["onnx_adapter"] = onnx_losses(model, adapters, name, examples)
-    channel.progress("models", 4, len(VARIANTS))
+    channel.progress("models", 5, len(VARIANTS))
     matches = answer_matches(model, adapters, name, examples, params.evaluate.match_tokens)
     cfg = params.evaluate
     speed = decode_speed(model, adapters, name, examples[0]["prompt"], cfg.decode_tokens, cfg.decode_rounds)

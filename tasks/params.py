@@ -36,6 +36,11 @@ class SyntheticParams(Section):
     )
     seed: int = Field(1234, description="Seed of the random init.")
     vocab_size: int = Field(1024, ge=300, description="Target size of the BPE tokenizer trained on the data.")
+    outliers: bool = Field(
+        True,
+        description="Give the random weights the outlier channels of trained models (a few layernorm channels "
+        "x20, some weight columns x8), on which AWQ must beat round-to-nearest; without them both look alike.",
+    )
 
 
 class BaseParams(Section):

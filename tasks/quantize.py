@@ -57,7 +57,7 @@ def run(params, paths, out: Path, channel) -> dict:
 
     # AutoAWQ walks the layers in a tqdm loop; report it as our progress bar.
     awq_quantizer.tqdm = device.reporting_tqdm(channel, "AWQ layers")
-    awq_pack.install()  # the same packed bytes, without a Python loop per weight column
+    awq_pack.install()  # vectorized packing (same bytes); real weight copies in the CPU scale search
     base = paths.output("base")
     texts = calibration_texts(params, read_jsonl(paths.output("data") / "train.jsonl"))
     _check_group_size(base, cfg.q_group_size)

@@ -21,7 +21,7 @@ from rich.table import Table
 from tasks import ui
 from tasks.versions import stage_names
 
-VARIANTS = {"base": "base", "awq": "AWQ int4", "awq_adapter": "AWQ + adapter", "onnx_adapter": "ONNX + adapter"}
+VARIANTS = {"base": "base", "rtn": "round-to-nearest int4", "awq": "AWQ int4", "awq_adapter": "AWQ + adapter", "onnx_adapter": "ONNX + adapter"}
 KEY_METRIC = {
     "data": "train",
     "finetune": "last_loss",
@@ -278,7 +278,12 @@ def summary_table(paths, status: dict[str, str]) -> Table | None:
         )
     ev = now.get("evaluate")
     if ev:
-        ppl = " → ".join(f"{label} {_fmt(ev.get(f'perplexity_{v}'))}" for v, label in VARIANTS.items())
+        ppl = " → ".join(
+            f"{label} {_fmt(ev.get(f'perplexity_{v}'))}"
+            + (f" (round-to-nearest {_fmt(ev.get('perplexity_rtn'))})" if v == "awq" else "")
+            for v, label in VARIANTS.items()
+            if v != "rtn"  # not a step of the build: the baseline AWQ is measured against
+        )
         table.caption = (
             f"eval perplexity: {ppl}; decode {_fmt(ev.get('tokens_per_second_adapter'))} tok/s "
             f"with adapter, {_fmt(ev.get('tokens_per_second_no_adapter'))} without"

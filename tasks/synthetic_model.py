@@ -83,7 +83,27 @@ def save_tokenizer(tok, out_dir: Path) -> None:
     cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 
-def make_synthetic_model(texts: list[str], out_dir: Path, shape: str, seed: int, vocab_size: int) -> None:
+def add_outlier_channels(model, seed: int, channels: int = 4, norm_scale: float = 20.0, column_scale: float = 8.0):
+    """Give random weights what trained models have and a quantizer must handle: in every decoder
+    block, a few hidden channels with large activations (their layernorm weights x `norm_scale`) and
+    a few input columns of each linear layer with large weights (x `column_scale`). Random init has
+    nearly equal channels, on which AWQ and round-to-nearest look alike (and a broken AWQ looks fine)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    pick = lambda n: torch.randperm(n, generator=generator)[:channels]  # noqa: E731
+    with torch.no_grad():
+        for layer in model.model.layers:
+            for name, module in layer.named_modules():
+                if name.endswith("layernorm"):
+                    module.weight[pick(module.weight.shape[0])] *= norm_scale
+                elif isinstance(module, torch.nn.Linear):
+                    module.weight[:, pick(module.in_features)] *= column_scale
+
+
+def make_synthetic_model(
+    texts: list[str], out_dir: Path, shape: str, seed: int, vocab_size: int, outliers: bool = False
+) -> None:
     """Create a model of `shape` and its tokenizer in `out_dir`; the same inputs on the same kind of
     device give the same bytes. The large shape is initialized on CUDA when present (minutes on a CPU)."""
     import torch
@@ -113,6 +133,8 @@ def make_synthetic_model(texts: list[str], out_dir: Path, shape: str, seed: int,
             model = Phi3ForCausalLM(config).eval()
     finally:
         torch.set_default_dtype(default)
+    if outliers:
+        add_outlier_channels(model, seed)
     model.save_pretrained(out_dir, safe_serialization=True)
     GenerationConfig(
         bos_token_id=eot_id, eos_token_id=[end_id, eot_id], pad_token_id=eot_id, do_sample=False
