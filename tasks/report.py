@@ -21,7 +21,13 @@ from rich.table import Table
 from tasks import ui
 from tasks.versions import stage_names
 
-VARIANTS = {"base": "base", "rtn": "round-to-nearest int4", "awq": "AWQ int4", "awq_adapter": "AWQ + adapter", "onnx_adapter": "ONNX + adapter"}
+VARIANTS = {
+    "base": "base",
+    "rtn": "round-to-nearest int4",
+    "awq": "AWQ int4",
+    "awq_adapter": "AWQ + adapter",
+    "onnx_adapter": "ONNX + adapter",
+}
 KEY_METRIC = {
     "data": "train",
     "finetune": "last_loss",

@@ -85,4 +85,3 @@ def test_awq_beats_round_to_nearest_on_the_same_grid(outlier_model, tmp_path):
         rtn_error = _error(rounded(ids).logits, reference)
     # Measured: AWQ 0.40, round-to-nearest 1.27; AutoAWQ's own CPU path 1.32 (worse than rounding).
     assert awq_error < 0.5 * rtn_error, (awq_error, rtn_error)
-
