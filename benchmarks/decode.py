@@ -28,7 +28,7 @@ def _prompt_ids(vocab: int) -> list[int]:
 def genai(models: Path, device: str) -> dict:
     import onnxruntime_genai as og
 
-    from tasks.smoke import load_model
+    from tasks.ml.genai import load_model
 
     onnx_dir = models / "onnx-ao" / "model"
     model = load_model(onnx_dir, device)
@@ -61,7 +61,7 @@ def hf(models: Path) -> dict:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from tasks.awq_weights import write_dequantized
+    from tasks.ml.awq_weights import write_dequantized
 
     with tempfile.TemporaryDirectory() as tmp:
         write_dequantized(models / "awq", Path(tmp), "float16")

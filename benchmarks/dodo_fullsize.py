@@ -3,15 +3,16 @@
 import dataclasses
 
 from dodo import DOIT_CONFIG  # noqa: F401
-from tasks import base, dataset, evaluate, export, finetune, quantize, smoke
-from tasks.stage import make_task
+from tasks.pipeline import STAGES, make_task
 
 
-def _fullsize(module):
-    stage = dataclasses.replace(module.STAGE, module="benchmarks.fullsize_stages")
-    return lambda: make_task(stage)
+def _fullsize(stage):
+    stand_in = dataclasses.replace(stage, module="benchmarks.fullsize_stages")
+
+    def create_task():
+        return make_task(stand_in)
+
+    return create_task
 
 
-task_data, task_base, task_quantize = _fullsize(dataset), _fullsize(base), _fullsize(quantize)
-task_finetune, task_export, task_smoke = _fullsize(finetune), _fullsize(export), _fullsize(smoke)
-task_evaluate = _fullsize(evaluate)
+globals().update({f"task_{stage.name}": _fullsize(stage) for stage in STAGES})

@@ -1,18 +1,27 @@
-"""Every path of the build, derived from the project root and params.name (the lab's layout)."""
+"""Every path of the build, derived from the project root, params.name and the stages' output folders."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
 DOIT_DB = ".doit.db"  # doit's record of each task (sqlite), relative to the project root
+ADAPTER_FILE = "adapter_weights.onnx_adapter"  # the lab's name for the exported adapter, beside the model
+
+
+def find_root(start: Path | None = None) -> Path:
+    """The project you stand in: the nearest folder holding dodo.py, from `start` (the cwd) up;
+    the cwd itself when there is none. Every command acts on it, whichever checkout's
+    environment runs it."""
+    here = (start or Path.cwd()).resolve()
+    return next((folder for folder in (here, *here.parents) if (folder / "dodo.py").is_file()), here)
 
 
 @dataclass(frozen=True)
 class Paths:
     root: Path
     name: str
+    outputs: dict[str, str] = field(default_factory=dict, hash=False)  # stage: folder ({name}: params.name)
 
     @property
     def models(self) -> Path:
@@ -24,16 +33,7 @@ class Paths:
 
     def output(self, stage: str) -> Path:
         """The folder a stage writes (each one DVC-tracked as a whole)."""
-        return {
-            "data": self.root / "data" / "prepared",
-            "base": self.models / "base",
-            "quantize": self.models / "awq",
-            "finetune": self.models / "ft" / "adapter",
-            "export": self.models / "onnx-ao" / "model",
-            "smoke": self.models / "smoke",
-            "evaluate": self.models / "eval",
-            "register": self.models / "registry",
-        }[stage]
+        return self.root / self.outputs[stage].format(name=self.name)
 
     def dvc_file(self, stage: str) -> Path:
         out = self.output(stage)
@@ -46,10 +46,6 @@ class Paths:
     def plots(self) -> Path:
         """CSV files for `dvc plots` (git-tracked, listed in dvc.yaml), copied from stage outputs."""
         return self.root / "models" / "plots" / self.name
-
-    def registry(self) -> Path:
-        """The registered name and version of the build's model (git-tracked)."""
-        return self.root / "models" / "registry" / f"{self.name}.json"
 
     def log(self, stage: str) -> Path:
         return self.logs / f"{stage}.log"

@@ -1,11 +1,10 @@
-"""The one UI layer: a rich console, doit's reporter, and progress bars for long stages."""
+"""The one UI layer: a rich console, sizes for people, and progress bars for long stages (the doit
+reporter that uses them is tasks/cli/reporter.py)."""
 
 from __future__ import annotations
 
 import sys
-import time
 
-from doit.reporter import ConsoleReporter
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -56,79 +55,3 @@ class StageProgress:
         for row in rows:
             table.add_row(*[str(c) for c in row])
         self.progress.console.print(table)
-
-
-class Reporter(ConsoleReporter):
-    """doit reporter: each stage's start, end, time and output size; failures with their log."""
-
-    desc = "rich stage reporter"
-
-    def __init__(self, outstream, options):
-        super().__init__(outstream, options)
-        self.started: dict[str, float] = {}
-        self.ran = 0
-        self.status: dict[str, str] = {}  # stage: what this run did with it, for the summary table
-
-    def initialize(self, tasks, selected_tasks):
-        """A build starts: take the checkout's run lock (held until this process exits)."""
-        from tasks.runlock import BuildRunning, RunLock
-        from tasks.stage import project
-
-        try:
-            RunLock(project()[1].root / ".doit.lock").acquire()
-        except BuildRunning as exc:
-            console.print(f"[bold red]error:[/] {exc}")
-            raise SystemExit(3) from None
-
-    def execute_task(self, task):
-        self.started[task.name] = time.perf_counter()
-        console.print(f"[bold cyan]▶ {task.name}[/] [dim]{task.doc or ''}[/]")
-
-    def add_success(self, task):
-        self.ran += 1
-        seconds = time.perf_counter() - self.started.get(task.name, time.perf_counter())
-        size = task.values.get("size")
-        extra = f", {human_size(size)}" if size is not None else ""
-        self.status[task.name] = "restored" if task.values.get("restored") else "built"
-        if task.values.get("restored"):
-            how = task.values["restored"]
-            console.print(
-                f"[bold green]↺ {task.name}[/] restored from cache ({how}, no recompute) {seconds:.1f}s{extra}"
-            )
-        else:
-            console.print(f"[bold green]✔ {task.name}[/] {seconds:.1f}s{extra}")
-
-    def add_failure(self, task, fail):
-        self.failures.append({"task": task, "exception": fail})
-        message = fail.get_msg().strip() if hasattr(fail, "get_msg") else str(fail)
-        console.print(f"[bold red]✘ {task.name} failed[/]\n  {message}")
-
-    def skip_uptodate(self, task):
-        self.status[task.name] = "up to date"
-        console.print(f"[dim]· {task.name} up to date[/]")
-
-    def skip_ignore(self, task):
-        console.print(f"[dim]· {task.name} ignored[/]")
-
-    def runtime_error(self, msg):
-        self.runtime_errors.append(msg)
-
-    def complete_run(self):
-        for msg in self.runtime_errors:
-            console.print(f"[bold red]error:[/] {msg}")
-        if self.failures:
-            names = ", ".join(f["task"].name for f in self.failures)
-            console.print(f"[bold red]build failed[/] in {names}; later stages did not run")
-        elif not self.runtime_errors:
-            self._summary()
-            if self.ran == 0:
-                console.print("[green]nothing to do: every stage is up to date[/]")
-
-    def _summary(self) -> None:
-        """Each stage's time, size and key metric, with evaluate's figures (`doit report` has it all)."""
-        from tasks.report import summary_table
-        from tasks.stage import project
-
-        table = summary_table(project()[1], self.status)
-        if table is not None and self.status:
-            console.print(table)

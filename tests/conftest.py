@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tasks.pipeline import default_tasks
+
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT_FILES = [
     "dodo.py",
@@ -101,7 +103,7 @@ def build(dest: Path, *edits: tuple[str, str]) -> Path:
         edit_params(project, old, new)
     run = doit(project)
     assert run.returncode == 0, run.output
-    assert run.ran == ["data", "base", "quantize", "finetune", "export", "smoke", "evaluate"], run.output
+    assert run.ran == default_tasks(), run.output
     return project
 
 

@@ -1,11 +1,12 @@
 """Run one stage as an Azure ML command job (params jobs.executor: {<stage>: azureml}).
 
-Called by tasks/child.py in place of the stage's own `run()`, into the same staging folder, so the
-result is checked, renamed into place and tracked by DVC exactly like a local build. The job:
+The runner names this module as the stage process's executor in place of the stage's own module:
+its `run()` builds into the same staging folder, so the result is checked, renamed into place and
+tracked by DVC exactly like a local build. The job:
 - code: a snapshot of tasks/, pyproject.toml, the raw data file and the job file (params and
   fingerprint), uploaded under its content hash;
 - inputs: each upstream artifact, uploaded once under its DVC content hash;
-- command: `python -m tasks.job_entry <stage>` (tasks/job_entry.py), which calls the stage's `run()`;
+- command: `python -m tasks.azureml.job_entry <stage>`, which calls the stage's own `run()`;
 - output: one folder on the default datastore, downloaded back when the job completes.
 While it runs, its std_log.txt is read from the artifact store: the stage's events drive the local
 progress bars and every line goes to the stage log. Ctrl-C cancels the job.
@@ -14,20 +15,21 @@ progress bars and every line goes to the stage log. Ctrl-C cancels the job.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import signal
 import time
 import uuid
 from pathlib import Path
 
-from tasks import azure
+from tasks.azureml import client as azure
+from tasks.build import protocol
+from tasks.build.protocol import CHILD_ENV, JOB_FILE
 from tasks.errors import StageError
-from tasks.job_entry import JOB_FILE
 
 DONE = {"Completed", "Failed", "Canceled", "NotResponding"}
 ARTIFACT_STORE = "workspaceartifactstore"
 SNAPSHOT_FILES = ("tasks", "pyproject.toml", "dodo.py")
+ENTRY = "tasks.azureml.job_entry"  # what the job runs on the compute
 
 
 def _snapshot(paths, params, job: dict, scratch: Path) -> Path:
@@ -45,7 +47,7 @@ def _snapshot(paths, params, job: dict, scratch: Path) -> Path:
     data = paths.inside(params.data.path, "data.path")
     (snap / data.relative_to(paths.root)).parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(data, snap / data.relative_to(paths.root))
-    (snap / JOB_FILE).write_text(json.dumps(job, indent=1, sort_keys=True))
+    protocol.write_job(snap / JOB_FILE, job)
     return snap
 
 
@@ -69,15 +71,13 @@ def _upload_once(blobs, folder: Path, prefix: str, progress) -> str:
 def _command_job(stage: str, params, inputs: dict[str, str], code: str, out: str, name: str):
     from azure.ai.ml import Input, Output, command
 
-    from tasks.runner import CHILD_ENV
-
     flags = " ".join(f"--input {u}=${{{{inputs.{u}}}}}" for u in inputs)
     return command(
         name=name,
         display_name=f"{params.name} {stage}",
         experiment_name=params.jobs.experiment,
         # The snapshot is an input (mounted read-only), so every byte goes through the lab's own uploads.
-        command=f"cd ${{{{inputs.code}}}} && python -m tasks.job_entry {stage} --out ${{{{outputs.out}}}} {flags}",
+        command=f"cd ${{{{inputs.code}}}} && python -m {ENTRY} {stage} --out ${{{{outputs.out}}}} {flags}",
         inputs={"code": Input(type="uri_folder", path=code, mode="ro_mount")}
         | {u: Input(type="uri_folder", path=uri, mode="ro_mount") for u, uri in inputs.items()},
         outputs={"out": Output(type="uri_folder", path=out, mode="rw_mount")},
@@ -113,14 +113,10 @@ class LogFollower:
 
     def _line(self, line: str) -> None:
         self.log.write(f"[job] {line}\n")
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            event = None
-        if not isinstance(event, dict) or "event" not in event:
+        kind, event = protocol.event(line)
+        if kind is None:
             self.lines = [*self.lines[-19:], line]  # the excerpt shown when the job fails
             return
-        kind = event.pop("event")
         if kind in ("progress", "table"):
             self.channel.send(kind, **event)
         elif kind in ("summary", "error"):
@@ -165,10 +161,13 @@ def _require(params) -> None:
         )
 
 
-def run_as_job(stage: str, params, paths, out: Path, channel, job: dict) -> dict:
-    """Submit the stage as a command job, follow it to the end, download its output into `out`."""
+def run(params, paths, out: Path, channel) -> dict:
+    """Submit the stage named by the channel's job as a command job, follow it to the end, and
+    download its output into `out`."""
     import tempfile
 
+    job = {**channel.job, "executor": channel.job["module"]}  # on the compute: the stage's own run()
+    stage = job["stage"]
     _require(params)
     paths.models.mkdir(parents=True, exist_ok=True)
     with azure.explained(f"running {stage} as an Azure ML job"):
@@ -179,9 +178,7 @@ def run_as_job(stage: str, params, paths, out: Path, channel, job: dict) -> dict
 def _submit_and_follow(stage: str, params, paths, out: Path, channel, job: dict, scratch: Path) -> dict:
     import sys
 
-    from tasks import artifacts
-    from tasks.stage import upstream_of
-    from tasks.versions import stages
+    from tasks.build.store import content_hash
 
     client = azure.ml_client(params.azure)
     blobs = azure.Blobs.of_datastore(client)
@@ -189,8 +186,8 @@ def _submit_and_follow(stage: str, params, paths, out: Path, channel, job: dict,
     snap = _snapshot(paths, params, job, scratch)
     code = _upload_once(blobs, snap, f"lab-code/{_folder_hash(snap)}", progress)
     inputs = {}
-    for u in upstream_of(next(s for s in stages() if s.name == stage), params):
-        content = artifacts.content_hash(paths.dvc_file(u)).removesuffix(".dir")
+    for u in job["upstream"]:
+        content = content_hash(paths.dvc_file(u)).removesuffix(".dir")
         inputs[u] = _upload_once(blobs, paths.output(u), f"lab-artifacts/{content}", progress)
     name = f"lab-{params.name}-{stage}-{uuid.uuid4().hex[:10]}".lower().replace(".", "-").replace("_", "-")
     out_prefix = f"lab-outputs/{name}/out"

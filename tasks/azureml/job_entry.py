@@ -1,6 +1,6 @@
-"""The command an Azure ML job runs: one stage's `run()`, as tasks/child.py runs it locally.
+"""The command an Azure ML job runs: one stage's `run()`, as tasks/build/child.py runs it locally.
 
-    python -m tasks.job_entry <stage> --out <output folder> [--input <stage>=<folder> ...]
+    python -m tasks.azureml.job_entry <stage> --out <output folder> [--input <stage>=<folder> ...]
 
 The working directory is the code snapshot (tasks/, params, the job file, the raw data file). The
 stage sees the same project layout as at home: a scratch root holding a copy of the snapshot, with
@@ -12,14 +12,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import shutil
 import sys
 import tempfile
-import traceback
 from pathlib import Path
-
-JOB_FILE = "lab_job.json"
 
 
 def project_root(snapshot: Path, paths_of, inputs: dict[str, Path]) -> Path:
@@ -34,27 +30,26 @@ def project_root(snapshot: Path, paths_of, inputs: dict[str, Path]) -> Path:
 
 
 def main(argv: list[str]) -> int:
-    from tasks.child import Channel
-    from tasks.errors import StageError
+    from tasks.build.protocol import JOB_FILE, Channel, explain, read_job
     from tasks.params import Params
     from tasks.paths import Paths
 
-    parser = argparse.ArgumentParser(prog="tasks.job_entry")
+    parser = argparse.ArgumentParser(prog="tasks.azureml.job_entry")
     parser.add_argument("stage")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--input", action="append", default=[], help="<stage>=<folder>")
     args = parser.parse_args(argv)
-    job = json.loads(Path(JOB_FILE).read_text())
+    job = read_job(Path(JOB_FILE))
     params = Params.model_validate(job["params"])
     inputs = {name: Path(folder) for name, _, folder in (i.partition("=") for i in args.input)}
-    root = project_root(Path.cwd(), lambda r: Paths(r, params.name), inputs)
-    channel = Channel(sys.stdout.fileno())
+    paths_of = lambda root: Paths(root, params.name, job["outputs"])  # noqa: E731
+    paths = paths_of(project_root(Path.cwd(), paths_of, inputs))
+    channel = Channel(sys.stdout.fileno(), job)
     args.out.mkdir(parents=True, exist_ok=True)
     try:
-        summary = importlib.import_module(job["module"]).run(params, Paths(root, params.name), args.out, channel)
+        summary = importlib.import_module(job["executor"]).run(params, paths, args.out, channel)
     except Exception as exc:  # noqa: BLE001  (reported to the local side, which fails the stage)
-        traceback.print_exc()
-        channel.send("error", message=str(exc) if isinstance(exc, StageError) else f"{type(exc).__name__}: {exc}")
+        channel.send("error", message=explain(exc, args.out, placed=False)[0])  # the traceback goes to the log
         return 1
     channel.send("summary", **(summary or {}))
     return 0

@@ -1,9 +1,8 @@
-"""Stage outputs: written aside and renamed into place, tracked with DVC, checked cheaply for damage."""
+"""Stage outputs on disk: written aside and renamed into place, records replaced atomically, file stats."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -80,46 +79,6 @@ def write_json(path: Path, doc: dict) -> None:
     _replace(path, json.dumps(doc, indent=2) + "\n")
 
 
-def content_hash(dvc_file: Path) -> str | None:
-    """DVC's content hash of an artifact (md5 of its .dir manifest), read from its .dvc file."""
-    doc = read_yaml(dvc_file)
-    try:
-        return doc["outs"][0]["md5"]
-    except (TypeError, KeyError, IndexError):
-        return None
-
-
-def dvc_track(root: Path, out: Path, meta: dict) -> None:
-    """`dvc add` the folder, store the build record in the `meta:` field of its .dvc file, and
-    file that record in the run-cache."""
-    from dvc.repo import Repo
-
-    from tasks import runcache
-
-    with Repo(str(root)) as repo:
-        repo.add(str(out))
-        failpoint("dvc-added")
-        dvc_file = out.with_name(out.name + ".dvc")
-        write_yaml(dvc_file, {**read_yaml(dvc_file), "meta": meta})
-        runcache.save(repo, root, dvc_file)
-
-
-def publish_records(paths, stage: str, metrics: dict) -> None:
-    """The git-tracked side of a build, for `dvc metrics` and `dvc plots` at any revision: the
-    stage's metrics file, copies of the CSV files it left under `plots/` in its output, and the
-    registry record of register."""
-    write_json(paths.metrics(stage), metrics)
-    registered = paths.output(stage) / "model.json"
-    if stage == "register" and registered.is_file():
-        paths.registry().parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(registered, paths.registry())
-    plots = paths.output(stage) / "plots"
-    if plots.is_dir():
-        paths.plots().mkdir(parents=True, exist_ok=True)
-        for source in plots.iterdir():
-            shutil.copyfile(source, paths.plots() / source.name)
-
-
 def file_stats(folder: Path) -> dict[str, list[int]]:
     """{relative path: [size, mtime_ns]} of every file under `folder`."""
     stats = {}
@@ -129,42 +88,3 @@ def file_stats(folder: Path) -> dict[str, list[int]]:
             st = path.stat()
             stats[path.relative_to(folder).as_posix()] = [st.st_size, st.st_mtime_ns]
     return stats
-
-
-def _dir_manifest(root: Path, dir_md5: str) -> dict[str, str]:
-    """{relpath: md5} from DVC's cache entry for a tracked folder."""
-    obj = root / ".dvc" / "cache" / "files" / "md5" / dir_md5[:2] / dir_md5[2:]
-    entries = json.loads(obj.read_text())
-    return {e["relpath"]: e["md5"] for e in entries}
-
-
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def damage(root: Path, out: Path, dvc_file: Path, recorded: dict[str, list[int]]) -> tuple[str | None, dict]:
-    """(why the artifact differs from what was built, or None if intact; its current file stats).
-
-    Sizes and mtimes decide; only files whose stat changed are re-hashed against DVC's manifest.
-    """
-    if not out.is_dir():
-        return f"{out} is missing", {}
-    current = file_stats(out)
-    if set(current) != set(recorded):
-        changed = sorted(set(current) ^ set(recorded))
-        return f"files added or removed in {out}: {', '.join(changed[:3])}", current
-    moved = [rel for rel, st in current.items() if st != recorded[rel]]
-    if not moved:
-        return None, current
-    try:
-        manifest = _dir_manifest(root, content_hash(dvc_file) or "")
-    except (OSError, ValueError):
-        return f"{out}: {moved[0]} changed and DVC's manifest is unavailable", current
-    for rel in moved:
-        if manifest.get(rel) != _md5(out / rel):
-            return f"{out / rel} was modified after the build", current
-    return None, current

@@ -1,9 +1,8 @@
-"""Parent side of a stage: start the child, draw its progress, turn its outcome into doit's."""
+"""Parent side of a stage: restore it from DVC's cache, or start its process (which runs the stage
+here or as an Azure ML job), draw its progress, and turn its outcome into doit's."""
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import subprocess
 import sys
@@ -11,32 +10,29 @@ import time
 
 from doit.exceptions import TaskFailed
 
-from tasks import artifacts, runcache, ui
-from tasks.child import die_with_parent
-from tasks.stage import Stage, UpToDate, fingerprint, project, save_values
+from tasks import ui
+from tasks.build import artifacts, protocol, store
+from tasks.build.fingerprint import fingerprint
+from tasks.build.uptodate import UpToDate, save_values
 
-# Offline by default: nothing may reach a model hub unless a stage asks for it (base, source: hf).
-CHILD_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-    "DVC_NO_ANALYTICS": "1",
-    "PYTHONUNBUFFERED": "1",
-}
+REMOTE_EXECUTOR = "tasks.azureml.job"  # runs a stage's run() on Azure ML compute (params jobs.executor)
 
 
-def _write_job(stage: Stage, params, paths, fp: dict):
-    job = paths.log(stage.name).with_suffix(".job.json")
-    job.parent.mkdir(parents=True, exist_ok=True)
-    body = {
-        "root": str(paths.root),
-        "module": stage.module,
-        "fingerprint": fp,
-        "params": params.model_dump(mode="json"),
-    }
-    job.write_text(json.dumps(body, indent=1))
-    return job
+def _write_job(stage, params, paths, fp: dict):
+    return protocol.write_job(
+        paths.log(stage.name).with_suffix(".job.json"),
+        {
+            "root": str(paths.root),
+            "stage": stage.name,
+            "module": stage.module,
+            "executor": REMOTE_EXECUTOR if params.jobs.remote(stage.name) else stage.module,
+            "upstream": list(stage.upstream_of(params)),
+            "outputs": paths.outputs,
+            "tracked_copies": [list(pair) for pair in stage.tracked_copies],
+            "fingerprint": fp,
+            "params": params.model_dump(mode="json"),
+        },
+    )
 
 
 def _follow(proc: subprocess.Popen, stage: str) -> dict:
@@ -44,11 +40,7 @@ def _follow(proc: subprocess.Popen, stage: str) -> dict:
     outcome: dict = {}
     with ui.StageProgress(stage) as bars:
         for line in proc.stdout:
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            kind = event.pop("event", None)
+            kind, event = protocol.event(line)
             if kind == "progress":
                 bars.update(event["bar"], event["done"], event.get("total"))
             elif kind == "table":
@@ -58,17 +50,17 @@ def _follow(proc: subprocess.Popen, stage: str) -> dict:
     return outcome
 
 
-def _run_child(stage: Stage, job, paths, env: dict) -> tuple[int, dict, bool]:
+def _run_child(stage, job, paths, env: dict) -> tuple[int, dict, bool]:
     """Run the child to its end; on Ctrl-C let it clean up first. Returns (rc, outcome, interrupted)."""
     with paths.log(stage.name).open("w") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tasks.child", stage.name, str(job)],
+            [sys.executable, "-m", "tasks.build.child", stage.name, str(job)],
             stdout=subprocess.PIPE,
             stderr=log_file,
             cwd=paths.root,
             env=env,
             text=True,
-            preexec_fn=die_with_parent,
+            preexec_fn=protocol.die_with_parent,
         )
         try:
             outcome = _follow(proc, stage.name)
@@ -85,7 +77,7 @@ def _values(paths, stage: str, seconds: float, summary: dict, **extra) -> dict:
     files = artifacts.file_stats(paths.output(stage))
     return {
         "files": files,
-        "md5": artifacts.content_hash(paths.dvc_file(stage)),
+        "md5": store.content_hash(paths.dvc_file(stage)),
         "size": sum(size for size, _ in files.values()),
         "seconds": round(seconds, 2),
         "summary": summary,
@@ -93,7 +85,7 @@ def _values(paths, stage: str, seconds: float, summary: dict, **extra) -> dict:
     }
 
 
-def _restore(stage: Stage, task, paths, fp: dict) -> dict | None:
+def _restore(stage, task, paths, fp: dict) -> dict | None:
     """A stale stage whose exact fingerprint was built before comes back from DVC's cache."""
     check = next(u for u, *_ in task.uptodate if isinstance(u, UpToDate))
     if check.reason is None:
@@ -102,7 +94,7 @@ def _restore(stage: Stage, task, paths, fp: dict) -> dict | None:
     # disagrees with the .dvc file or the folder, so the next run restores again.
     started = time.perf_counter()
     try:
-        doc, refused = runcache.restore(paths.root, paths.dvc_file(stage.name), fp)
+        doc, refused = store.restore(paths.root, paths.dvc_file(stage.name), fp)
     except Exception as exc:  # noqa: BLE001  (a broken cache or a full disk: building is still right)
         doc, refused = None, [f"the DVC cache could not be read ({type(exc).__name__}: {exc})"]
     for why in refused:
@@ -110,14 +102,14 @@ def _restore(stage: Stage, task, paths, fp: dict) -> dict | None:
     if doc is None:
         return None
     metrics = doc["meta"].get("metrics", {})
-    artifacts.publish_records(paths, stage.name, metrics)
+    store.publish_records(paths, stage.name, metrics, stage.tracked_copies)
     how = "checked out" if doc["changed"] else "verified in place"
     values = _values(paths, stage.name, time.perf_counter() - started, metrics, restored=how)
-    save_values(task.name, values)
+    save_values(paths.root, task.name, values)
     return values
 
 
-def run_stage(stage: Stage, task):
+def run_stage(stage, project, task):
     """doit action: restore the stage from DVC's cache if it was built from the same inputs before,
     else build it in a child process; return values doit stores for the task."""
     params, paths = project()
@@ -127,9 +119,7 @@ def run_stage(stage: Stage, task):
         return restored
     job = _write_job(stage, params, paths, fp)
     log = paths.log(stage.name)
-    env = {**os.environ, **CHILD_ENV}
-    if stage.name == "base" and params.base.source == "hf":
-        env.pop("HF_HUB_OFFLINE")
+    env = protocol.child_env(online=bool(stage.online and stage.online(params)))
     started = time.perf_counter()
     rc, outcome, interrupted = _run_child(stage, job, paths, env)
     if interrupted:
@@ -139,5 +129,5 @@ def run_stage(stage: Stage, task):
         return TaskFailed(f"{reason}\n  log: {log}")
     summary = {k: v for k, v in outcome.items() if k != "kind"}
     values = _values(paths, stage.name, time.perf_counter() - started, summary)
-    save_values(task.name, values)
+    save_values(paths.root, task.name, values)
     return values

@@ -1,4 +1,5 @@
-"""Earlier builds of a stage, found by fingerprint and brought back from DVC's cache without recompute.
+"""The DVC store: tracking a stage's output (`dvc add` + its build record), checking it against DVC's
+manifest, and bringing earlier builds back from DVC's cache without recompute (the run-cache).
 
 Every finished build leaves an entry in DVC's run-cache folder (`.dvc/cache/runs/<key[:2]>/<key>/`),
 in DVC's own run-cache format, so DVC's run-cache transfer carries the entries (`doit push` sends
@@ -9,13 +10,93 @@ exactly the inputs it was built from.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import yaml
 
-from tasks import artifacts
+from tasks.build import artifacts
+
+
+def content_hash(dvc_file: Path) -> str | None:
+    """DVC's content hash of an artifact (md5 of its .dir manifest), read from its .dvc file."""
+    doc = artifacts.read_yaml(dvc_file)
+    try:
+        return doc["outs"][0]["md5"]
+    except (TypeError, KeyError, IndexError):
+        return None
+
+
+def dvc_track(root: Path, out: Path, meta: dict) -> None:
+    """`dvc add` the folder, store the build record in the `meta:` field of its .dvc file, and
+    file that record in the run-cache."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        repo.add(str(out))
+        artifacts.failpoint("dvc-added")
+        dvc_file = out.with_name(out.name + ".dvc")
+        artifacts.write_yaml(dvc_file, {**artifacts.read_yaml(dvc_file), "meta": meta})
+        save(repo, root, dvc_file)
+
+
+def publish_records(paths, stage: str, metrics: dict, tracked_copies=()) -> None:
+    """The git-tracked side of a build, for `dvc metrics` and `dvc plots` at any revision: the
+    stage's metrics file, copies of the CSV files it left under `plots/` in its output, and the
+    files the stage asks to be copied (Stage.tracked_copies)."""
+    artifacts.write_json(paths.metrics(stage), metrics)
+    out = paths.output(stage)
+    for name, target in tracked_copies:
+        if (out / name).is_file():
+            dest = paths.root / target.format(name=paths.name)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(out / name, dest)
+    if (out / "plots").is_dir():
+        paths.plots().mkdir(parents=True, exist_ok=True)
+        for source in (out / "plots").iterdir():
+            shutil.copyfile(source, paths.plots() / source.name)
+
+
+def _dir_manifest(root: Path, dir_md5: str) -> dict[str, str]:
+    """{relpath: md5} from DVC's cache entry for a tracked folder."""
+    obj = root / ".dvc" / "cache" / "files" / "md5" / dir_md5[:2] / dir_md5[2:]
+    entries = json.loads(obj.read_text())
+    return {e["relpath"]: e["md5"] for e in entries}
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def damage(root: Path, out: Path, dvc_file: Path, recorded: dict[str, list[int]]) -> tuple[str | None, dict]:
+    """(why the artifact differs from what was built, or None if intact; its current file stats).
+
+    Sizes and mtimes decide; only files whose stat changed are re-hashed against DVC's manifest.
+    """
+    if not out.is_dir():
+        return f"{out} is missing", {}
+    current = artifacts.file_stats(out)
+    if set(current) != set(recorded):
+        changed = sorted(set(current) ^ set(recorded))
+        return f"files added or removed in {out}: {', '.join(changed[:3])}", current
+    moved = [rel for rel, st in current.items() if st != recorded[rel]]
+    if not moved:
+        return None, current
+    try:
+        manifest = _dir_manifest(root, content_hash(dvc_file) or "")
+    except (OSError, ValueError):
+        return f"{out}: {moved[0]} changed and DVC's manifest is unavailable", current
+    for rel in moved:
+        if manifest.get(rel) != _md5(out / rel):
+            return f"{out / rel} was modified after the build", current
+    return None, current
 
 
 def _key(fingerprint: dict) -> str:

@@ -10,6 +10,9 @@ from __future__ import annotations
 from doit.cmd_base import Command
 
 from tasks import ui
+from tasks.build import artifacts, store
+from tasks.build.runlock import BuildRunning, RunLock
+from tasks.pipeline import project
 
 REMOTE_OPTION = {
     "name": "remote",
@@ -23,10 +26,8 @@ REMOTE_OPTION = {
 
 def run_cache_objects(repo) -> set[str]:
     """Content hashes named by the run-cache entries (every build this cache has recorded)."""
-    from tasks import artifacts, runcache
-
     hashes = set()
-    for entry in runcache.entry_files(repo):
+    for entry in store.entry_files(repo):
         for out in (artifacts.read_yaml(entry) or {}).get("outs") or []:
             hashes.add(out.get("md5"))
     return hashes - {None}
@@ -64,9 +65,6 @@ class Push(Command):
     def execute(self, opt_values, pos_args):
         from dvc.repo import Repo
 
-        from tasks import runcache
-        from tasks.stage import project
-
         no_remote, bad_remote, dvc_error = _remote_errors()
         remote = opt_values["remote"] or None
         try:
@@ -74,7 +72,7 @@ class Push(Command):
                 sent = repo.push(remote=remote, run_cache=True, all_commits=opt_values["all_commits"])
                 # Builds known only to the run-cache (not in a commit) go too, so the remote can restore them.
                 local = [h for h in run_cache_objects(repo) if repo.cache.local.exists(h)]
-                objects = [obj for h in local for obj in runcache.object_ids(repo, h)]
+                objects = [obj for h in local for obj in store.object_ids(repo, h)]
                 sent += len(repo.cloud.push(objects, remote=remote).transferred)
         except no_remote:
             return _fail(NO_REMOTE)
@@ -91,9 +89,6 @@ class Pull(Command):
 
     def execute(self, opt_values, pos_args):
         from dvc.repo import Repo
-
-        from tasks.runlock import BuildRunning, RunLock
-        from tasks.stage import project
 
         no_remote, bad_remote, dvc_error = _remote_errors()
         root = project()[1].root

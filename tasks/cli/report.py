@@ -19,7 +19,7 @@ from doit.cmd_base import Command
 from rich.table import Table
 
 from tasks import ui
-from tasks.versions import stage_names
+from tasks.pipeline import STAGES, project
 
 VARIANTS = {
     "base": "base",
@@ -40,7 +40,7 @@ KEY_METRIC = {
 def metrics_at(paths, rev: str | None) -> dict[str, dict]:
     """{stage: metrics} from the workspace (rev None) or a git revision; stages without a file are left out."""
     found = {}
-    for stage in stage_names():
+    for stage in (s.name for s in STAGES):
         path = paths.metrics(stage)
         try:
             if rev is None:
@@ -69,7 +69,7 @@ def previous_build(paths, current: dict) -> str | None:
 def changes(now: dict, then: dict) -> list[tuple[str, object, object]]:
     """(stage.metric, then, now) for every numeric metric that differs between two builds."""
     rows = []
-    for stage in stage_names():
+    for stage in (s.name for s in STAGES):
         a, b = then.get(stage, {}), now.get(stage, {})
         for key in sorted(set(a) | set(b)):
             if a.get(key) != b.get(key):
@@ -251,8 +251,6 @@ class Report(Command):
     )
 
     def execute(self, opt_values, pos_args):
-        from tasks.stage import project
-
         try:
             page = write_report(project()[1], opt_values["against"] or None)
         except ValueError as exc:

@@ -7,16 +7,15 @@ its `meta:` holds the build record (fingerprint: params, code, libraries, inputs
 from __future__ import annotations
 
 import subprocess
-from importlib import import_module
 
 import yaml
 from doit.cmd_base import Command
 from rich.table import Table
 
 from tasks import ui
-from tasks.stage import diff_keys
+from tasks.build.fingerprint import diff_keys
+from tasks.pipeline import STAGES, project
 
-STAGE_MODULES = ("dataset", "base", "quantize", "finetune", "export", "smoke", "evaluate", "register")
 # What users call each artifact, besides its stage's name.
 ALIASES = {
     "prepared": "data",
@@ -38,15 +37,6 @@ KEY_METRICS = {
     "register": ("version",),
 }
 WORKSPACE = "workspace"
-
-
-def stages() -> list:
-    return [import_module(f"tasks.{name}").STAGE for name in STAGE_MODULES]
-
-
-def stage_names() -> list[str]:
-    """The build's stages, in build order (what `dodo.py`'s default_tasks lists)."""
-    return [stage.name for stage in stages()]
 
 
 def _git(root, *args: str) -> str:
@@ -158,13 +148,11 @@ class Versions(Command):
     )
 
     def execute(self, opt_values, pos_args):
-        from tasks.stage import project
-
         _, paths = project()
         chosen = ALIASES.get(opt_values["artifact"], opt_values["artifact"])
-        selected = [s for s in stages() if not chosen or s.name == chosen]
+        selected = [s for s in STAGES if not chosen or s.name == chosen]
         if not selected:
-            names = ", ".join([*(s.name for s in stages()), *ALIASES])
+            names = ", ".join([*(s.name for s in STAGES), *ALIASES])
             ui.console.print(f"[bold red]error:[/] no artifact {opt_values['artifact']!r}; one of: {names}")
             return 1
         try:

@@ -7,24 +7,45 @@ import json
 import shutil
 from pathlib import Path
 
-from tasks.stage import Stage, make_task
+from tasks.build.stage import Stage
+
+SYNTHETIC = ("synthetic", "tiny")
+
+
+def _upstream(params) -> tuple[str, ...]:
+    """A synthetic base trains its tokenizer on the train split; other sources read no stage."""
+    return ("data",) if params.base.source in SYNTHETIC else ()
+
+
+def _sections(params) -> tuple[str, ...]:
+    """A base from an Azure ML workspace also depends on which workspace."""
+    return ("base", "azure") if params.base.source == "azureml" else ("base",)
+
+
+def _local_folder(params, paths) -> dict:
+    """A local base folder is an input from outside the build, by its files' sizes and mtimes."""
+    if params.base.source != "local":
+        return {}
+    from tasks.build.artifacts import file_stats
+
+    folder = Path(params.base.path).expanduser()
+    return {"local_base": file_stats(folder) if folder.is_dir() else "missing"}
+
 
 STAGE = Stage(
     name="base",
     module=__name__,
     doc="Materialize the base model (synthetic Phi-3 made offline, local folder, hub id, Azure ML asset)",
-    upstream=("data",),  # only for synthetic sources, whose tokenizer is trained on the train split
-    code=("base.py", "synthetic_model.py"),
+    output="models/{name}/base",
     libraries=("torch", "transformers", "tokenizers", "huggingface-hub"),
-    params=("base",),  # and azure, for source: azureml (see stage.fingerprint)
+    upstream_when=_upstream,
+    params_when=_sections,
+    external_inputs=_local_folder,
+    online=lambda params: params.base.source == "hf",  # the one stage that may reach a model hub
 )
 
 # What a causal-LM checkpoint needs downstream; other files of a hub repo are not fetched.
 CHECKPOINT_FILES = ["*.json", "*.safetensors", "tokenizer.model", "*.txt", "*.py"]
-
-
-def task_base():
-    return make_task(STAGE)
 
 
 def check_checkpoint(folder: Path, trust_remote_code: bool) -> None:
@@ -53,7 +74,7 @@ def _copy_checkpoint(src: Path, out: Path) -> None:
 def _download_azureml(params, out: Path, channel) -> str:
     """A registered model, downloaded through azure-ai-ml; registries often nest the checkpoint
     (an MLflow folder's data/model/), so the shallowest folder holding config.json is taken."""
-    from tasks import azure
+    from tasks.azureml import client as azure
     from tasks.errors import StageError
 
     download = out / ".download"
@@ -74,9 +95,9 @@ def run(params, paths, out: Path, channel) -> dict:
 
     cfg = params.base
     found = {}
-    if cfg.source in ("synthetic", "tiny"):
-        from tasks.dataset import read_jsonl
-        from tasks.synthetic_model import make_synthetic_model
+    if cfg.source in SYNTHETIC:
+        from tasks.ml.jsonl import read_jsonl
+        from tasks.ml.synthetic_model import make_synthetic_model
 
         train = read_jsonl(paths.output("data") / "train.jsonl")
         texts = [f"{r['prompt']}\n{r['response']}" for r in train]

@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from pathlib import Path
 
-from tasks.stage import Stage, make_task
+from tasks.build.stage import Stage
+
+
+def source_file(params, paths) -> dict:
+    """The raw data file is an input from outside the build: its content hash is in the fingerprint."""
+    data = paths.inside(params.data.path, "data.path")
+    return {"data_file": hashlib.sha256(data.read_bytes()).hexdigest() if data.is_file() else "missing"}
+
 
 STAGE = Stage(
     name="data",
     module=__name__,
     doc="Validate the Q&A data set, drop duplicates, split train/eval by prompt",
-    upstream=(),
-    code=("dataset.py",),
-    libraries=(),
+    output="data/prepared",
     params=("data",),
+    external_inputs=source_file,
 )
-
-
-def task_data():
-    return make_task(STAGE)
 
 
 class DataError(ValueError):
@@ -93,16 +96,9 @@ def split_by_prompt(records: list[dict], eval_fraction: float, seed: int) -> tup
     return train, evals
 
 
-def _write_jsonl(path: Path, records: list[dict]) -> None:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-
-
 def run(params, paths, out: Path, channel) -> dict:
     from tasks.errors import StageError
+    from tasks.ml.jsonl import write_jsonl
 
     source = paths.inside(params.data.path, "data.path")
     if not source.is_file():
@@ -113,8 +109,8 @@ def run(params, paths, out: Path, channel) -> dict:
         train, evals = split_by_prompt(unique, params.data.eval_fraction, params.data.seed)
     except DataError as exc:
         raise StageError(str(exc)) from None
-    _write_jsonl(out / "train.jsonl", train)
-    _write_jsonl(out / "eval.jsonl", evals)
+    write_jsonl(out / "train.jsonl", train)
+    write_jsonl(out / "eval.jsonl", evals)
     stats = {
         "source": params.data.path,
         "records": len(records),

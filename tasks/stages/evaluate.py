@@ -15,14 +15,14 @@ import math
 import tempfile
 from pathlib import Path
 
-from tasks.stage import Stage, make_task
+from tasks.build.stage import Stage
 
 STAGE = Stage(
     name="evaluate",
     module=__name__,
     doc="Measure every model on the eval split: loss, perplexity, answers, sizes, decode speed",
+    output="models/{name}/eval",
     upstream=("data", "base", "quantize", "finetune", "export"),
-    code=("evaluate.py", "awq_weights.py", "rtn.py", "smoke.py", "device.py"),
     libraries=(
         "torch",
         "transformers",
@@ -38,13 +38,9 @@ STAGE = Stage(
 VARIANTS = ("base", "rtn", "awq", "awq_adapter", "onnx_adapter")
 
 
-def task_evaluate():
-    return make_task(STAGE)
-
-
 def eval_examples(params, paths, tokenizer) -> list[dict]:
     """Eval records as token ids: the whole templated text, and where its answer starts."""
-    from tasks.dataset import read_jsonl
+    from tasks.ml.jsonl import read_jsonl
 
     records = read_jsonl(paths.output("data") / "eval.jsonl")
     if params.evaluate.max_examples:
@@ -89,8 +85,8 @@ def torch_variants(params, paths, examples: list[dict], dev: str, channel) -> di
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from tasks import rtn
-    from tasks.awq_weights import write_dequantized
+    from tasks.ml import rtn
+    from tasks.ml.awq_weights import write_dequantized
 
     dtype = "bfloat16" if dev == "cuda" else "float32"
     base = AutoModelForCausalLM.from_pretrained(paths.output("base"), dtype=getattr(torch, dtype)).to(dev).eval()
@@ -115,8 +111,8 @@ def onnx_session(params, paths):
     """The exported model, its adapter loaded, on the device smoke would use."""
     import onnxruntime_genai as og
 
-    from tasks.export import ADAPTER_FILE
-    from tasks.smoke import load_model, pick_device
+    from tasks.ml.genai import load_model, pick_device
+    from tasks.paths import ADAPTER_FILE
 
     model_dir = paths.output("export")
     dev = pick_device(params.evaluate.device, model_dir, "evaluate.device")
@@ -144,7 +140,7 @@ def onnx_losses(model, adapters, name: str, examples: list[dict]) -> list[float]
 
 def answer_matches(model, adapters, name: str, examples: list[dict], n: int) -> list[bool]:
     """Whether the first n greedy tokens (adapter active) are exactly the reference answer's."""
-    from tasks.smoke import generate
+    from tasks.ml.genai import generate
 
     matches = []
     for ex in examples:
@@ -156,7 +152,7 @@ def answer_matches(model, adapters, name: str, examples: list[dict], n: int) -> 
 
 def decode_speed(model, adapters, name: str, prompt: list[int], tokens: int, rounds: int) -> dict:
     """Best-of-`rounds` decode speed and time to first token, with and without the adapter."""
-    from tasks.smoke import generate
+    from tasks.ml.genai import generate
 
     speed = {}
     for label, adapter in (("adapter", name), ("no_adapter", None)):
@@ -203,8 +199,8 @@ def write_plots(out: Path, paths, losses: dict[str, list[float]]) -> None:
 def run(params, paths, out: Path, channel) -> dict:
     from transformers import AutoTokenizer
 
-    from tasks import device
     from tasks.errors import StageError
+    from tasks.ml import device
 
     dev = device.select(params.evaluate.device, "evaluate.device")
     tokenizer = AutoTokenizer.from_pretrained(paths.output("base"))

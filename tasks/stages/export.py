@@ -12,23 +12,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tasks.stage import Stage, make_task
+from tasks.build.stage import Stage
 
 STAGE = Stage(
     name="export",
     module=__name__,
     doc="Build the int4 ONNX model (onnxruntime-genai) and adapter_weights.onnx_adapter",
+    output="models/{name}/onnx-ao/model",
     upstream=("quantize", "finetune"),
-    code=("export.py", "lora_graph.py"),
     libraries=("onnxruntime-genai", "onnxruntime-genai-cuda", "onnxruntime", "onnxruntime-gpu", "onnx", "transformers"),
     params=("export",),
 )
-
-ADAPTER_FILE = "adapter_weights.onnx_adapter"
-
-
-def task_export():
-    return make_task(STAGE)
 
 
 def builder_command(awq_dir: Path, out: Path, cache: Path, cfg) -> list[str]:
@@ -57,8 +51,9 @@ def builder_command(awq_dir: Path, out: Path, cache: Path, cfg) -> list[str]:
 def run(params, paths, out: Path, channel) -> dict:
     import onnx
 
-    from tasks.child import die_with_parent
-    from tasks.lora_graph import add_lora_branches, read_adapter, write_adapter
+    from tasks.build.protocol import die_with_parent
+    from tasks.ml.lora_graph import add_lora_branches, read_adapter, write_adapter
+    from tasks.paths import ADAPTER_FILE
 
     with tempfile.TemporaryDirectory(prefix=".export-", dir=paths.models) as scratch:
         channel.progress("build ONNX, add LoRA", 0, 3)

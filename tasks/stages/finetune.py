@@ -1,7 +1,7 @@
 """finetune: LoRA trained by Olive's LoRA pass against exactly the AWQ-quantized weights.
 
 transformers 5 loads AWQ checkpoints only through gptqmodel, so the frozen base given to Olive is
-the AWQ checkpoint dequantized exactly (awq_weights.py): the adapter learns against the int4 grid.
+the AWQ checkpoint dequantized exactly (ml/awq_weights.py): the adapter learns against the int4 grid.
 """
 
 from __future__ import annotations
@@ -12,21 +12,17 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from tasks.stage import Stage, make_task
+from tasks.build.stage import Stage
 
 STAGE = Stage(
     name="finetune",
     module=__name__,
     doc="LoRA finetune (Olive) against the dequantized AWQ weights",
+    output="models/{name}/ft/adapter",
     upstream=("data", "quantize"),
-    code=("finetune.py", "awq_weights.py", "device.py"),
     libraries=("olive-ai", "peft", "torch", "transformers", "datasets", "autoawq"),
     params=("finetune", "template"),
 )
-
-
-def task_finetune():
-    return make_task(STAGE)
 
 
 def olive_config(params, base: Path, train: Path, work: Path, dtype: str) -> dict:
@@ -154,8 +150,8 @@ def _write_adapter_config(src: Path, out: Path, paths) -> None:
 
 
 def run(params, paths, out: Path, channel) -> dict:
-    from tasks import device
-    from tasks.awq_weights import write_dequantized
+    from tasks.ml import device
+    from tasks.ml.awq_weights import write_dequantized
 
     dev = device.select(params.finetune.device, "finetune.device")
     dtype = "bfloat16" if dev == "cuda" else "float32"

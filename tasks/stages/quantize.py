@@ -8,21 +8,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.stage import Stage, make_task
+from tasks.build.stage import Stage
 
 STAGE = Stage(
     name="quantize",
     module=__name__,
     doc="AWQ 4-bit quantization, calibrated on the train split (CUDA if present)",
+    output="models/{name}/awq",
     upstream=("data", "base"),
-    code=("quantize.py", "device.py", "awq_pack.py"),
     libraries=("autoawq", "torch", "transformers", "accelerate"),
     params=("quantize", "template"),
 )
-
-
-def task_quantize():
-    return make_task(STAGE)
 
 
 def calibration_texts(params, train: list[dict]) -> list[str]:
@@ -42,9 +38,9 @@ def _check_group_size(base: Path, group: int) -> None:
 
 
 def run(params, paths, out: Path, channel) -> dict:
-    from tasks import device
-    from tasks.dataset import read_jsonl
     from tasks.errors import StageError
+    from tasks.ml import device
+    from tasks.ml.jsonl import read_jsonl
 
     cfg = params.quantize
     dev = device.select(cfg.device, "quantize.device")
@@ -53,7 +49,7 @@ def run(params, paths, out: Path, channel) -> dict:
     from awq import AutoAWQForCausalLM
     from transformers import AutoTokenizer
 
-    from tasks import awq_pack
+    from tasks.ml import awq_pack
 
     # AutoAWQ walks the layers in a tqdm loop; report it as our progress bar.
     awq_quantizer.tqdm = device.reporting_tqdm(channel, "AWQ layers")

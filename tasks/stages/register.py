@@ -11,25 +11,24 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tasks.stage import Stage, make_task
+from tasks.build.stage import Stage
 
 STAGE = Stage(
     name="register",
     module=__name__,
     doc="Publish the ONNX model and adapter to the Azure ML model registry (needs params azure.*)",
+    output="models/{name}/registry",
     upstream=("export", "evaluate"),  # evaluate: its key metrics become tags
-    code=("register.py", "azure.py"),
     libraries=("azure-ai-ml", "azure-identity", "azure-storage-blob"),
     params=("azure", "registry"),
+    tracked_copies=(("model.json", "models/registry/{name}.json"),),  # name and version, for git
+    # Only when params name a workspace does a plain `doit` register.
+    in_default_build=lambda params: params.azure.configured,
 )
 
 HASH_TAG = "dvc_md5"
 # Evaluate metrics worth seeing in the registry's tag list.
 KEY_METRICS = ("perplexity_onnx_adapter", "perplexity_base", "tokens_per_second_adapter", "bytes_onnx")
-
-
-def task_register():
-    return make_task(STAGE)
 
 
 def tags(params, paths, content: str) -> dict[str, str]:
@@ -58,7 +57,7 @@ def publish(client, params, paths, content: str, channel):
     from azure.ai.ml.constants import AssetTypes
     from azure.ai.ml.entities import Model
 
-    from tasks.azure import Blobs
+    from tasks.azureml.client import Blobs
 
     cfg = params.registry
     store = Blobs.of_datastore(client)
@@ -75,12 +74,13 @@ def publish(client, params, paths, content: str, channel):
 
 
 def run(params, paths, out: Path, channel) -> dict:
-    from tasks import artifacts, azure
+    from tasks.azureml import client as azure
+    from tasks.build.store import content_hash
     from tasks.errors import StageError
 
     azure.require_workspace(params.azure, "register")
     name = params.registry.model_name
-    content = artifacts.content_hash(paths.dvc_file("export"))
+    content = content_hash(paths.dvc_file("export"))
     if not content:
         raise StageError(f"{paths.dvc_file('export')}: no content hash; run `doit export` first")
     with azure.explained(f"registering model {name}"):
@@ -101,15 +101,3 @@ def run(params, paths, out: Path, channel) -> dict:
     channel.table("Azure ML model registry", ["model", "version", "status"], [[name, str(model.version), status]])
     version = int(model.version) if str(model.version).isdigit() else model.version
     return {"model": name, "version": version, "status": status}
-
-
-def in_default_build() -> bool:
-    """Whether `doit` alone registers: only when params name a workspace (bad params: not here,
-    the stages report those)."""
-    from tasks.params import ParamsError
-    from tasks.stage import project
-
-    try:
-        return project()[0].azure.configured
-    except ParamsError:
-        return False

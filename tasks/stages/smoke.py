@@ -3,72 +3,26 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
-from tasks.stage import Stage, make_task
+from tasks.build.stage import Stage
 
 STAGE = Stage(
     name="smoke",
     module=__name__,
     doc="Answer the configured prompts with the ONNX model and its adapter",
+    output="models/{name}/smoke",
     upstream=("export",),
-    code=("smoke.py",),
     libraries=("onnxruntime-genai", "onnxruntime-genai-cuda", "onnxruntime", "onnxruntime-gpu"),
     params=("smoke", "template"),
 )
 
 
-def task_smoke():
-    return make_task(STAGE)
-
-
-def load_model(model_dir: Path, device: str):
-    """An og.Model on `device`; a CUDA-built model also runs on the CPU provider."""
-    import onnxruntime_genai as og
-
-    config = og.Config(str(model_dir))
-    if device == "cpu":
-        config.clear_providers()
-    elif device == "cuda":
-        config.clear_providers()
-        config.append_provider("cuda")
-    return og.Model(config)
-
-
-def generate(model, tokenizer, prompt_ids, max_new_tokens: int, adapters=None, adapter: str | None = None):
-    """Greedy decoding; returns (new token ids, seconds to first token, seconds in total)."""
-    import onnxruntime_genai as og
-
-    params = og.GeneratorParams(model)
-    params.set_search_options(do_sample=False, max_length=len(prompt_ids) + max_new_tokens)
-    generator = og.Generator(model, params)
-    if adapter:
-        generator.set_active_adapter(adapters, adapter)  # before append_tokens, or the prompt runs without it
-    start = time.perf_counter()
-    generator.append_tokens(prompt_ids)
-    tokens, first = [], None
-    while not generator.is_done():
-        generator.generate_next_token()
-        tokens.append(int(generator.get_next_tokens()[0]))
-        first = first or time.perf_counter() - start
-    return tokens, first, time.perf_counter() - start
-
-
-def pick_device(chosen: str, model_dir: Path, key: str) -> str:
-    from tasks import device
-
-    if chosen == "auto":  # follow the provider the model was exported for, if this machine has it
-        cfg = json.loads((model_dir / "genai_config.json").read_text())
-        built_for_cuda = "cuda" in json.dumps(cfg["model"]["decoder"]["session_options"]["provider_options"])
-        chosen = "auto" if built_for_cuda else "cpu"
-    return device.select(chosen, key)
-
-
 def run(params, paths, out: Path, channel) -> dict:
     import onnxruntime_genai as og
 
-    from tasks.export import ADAPTER_FILE
+    from tasks.ml.genai import generate, load_model, pick_device
+    from tasks.paths import ADAPTER_FILE
 
     model_dir = paths.output("export")
     dev = pick_device(params.smoke.device, model_dir, "smoke.device")

@@ -19,7 +19,7 @@ def torch_logits(project: Path, tmp: Path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tasks.awq_weights import write_dequantized
+    from tasks.ml.awq_weights import write_dequantized
 
     models = project / "models" / "tiny"
     write_dequantized(models / "awq", tmp, "float32")

@@ -1,4 +1,4 @@
-"""Azure ML, offline: the register stage against tests/fake_azure.py, which answers the REST calls
+"""Azure ML, offline: the register stage against tests/fakes/azure.py, which answers the REST calls
 of azure-identity, azure-ai-ml and azure-storage-blob through azure-core's transport hook."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.conftest import PLAIN, ROOT, as_in_a_terminal, doit, edit_params
-from tests.fake_azure import ACCOUNT, CLIENT_SECRET, CONTAINER, add_model
+from tests.fakes.azure import ACCOUNT, CLIENT_SECRET, CONTAINER, add_model
 
 pytestmark = pytest.mark.slow
 
@@ -31,8 +31,8 @@ WORKSPACE_IDS = ("00000000-0000-0000-0000-0000000000aa", "lab-rg", "lab-ws")
 
 def azure_env(state: Path, secret: str = CLIENT_SECRET) -> dict:
     return {
-        "PYTHONPATH": str(ROOT),  # tests.fake_azure, for the stage's child process
-        "LAB_AZURE_TRANSPORT": "tests.fake_azure:FakeAzure",
+        "PYTHONPATH": str(ROOT),  # tests.fakes.azure, for the stage's child process
+        "LAB_AZURE_TRANSPORT": "tests.fakes.azure:FakeAzure",
         "FAKE_AZURE_STATE": str(state),
         "AZURE_TENANT_ID": "lab-tenant",
         "AZURE_CLIENT_ID": "lab-ci",
@@ -210,7 +210,7 @@ def test_a_stage_runs_as_an_azureml_job_and_builds_what_a_local_run_builds(built
     (job,) = jobs.values()
     props = job["properties"]
     assert props["status"] == "Completed" and props["computeId"].endswith("/computes/gpu-cluster")
-    assert props["command"].startswith("cd ${{inputs.code}} && python -m tasks.job_entry finetune")
+    assert props["command"].startswith("cd ${{inputs.code}} && python -m tasks.azureml.job_entry finetune")
     assert set(props["inputs"]) == {"code", "data", "quantize"}
     log = (built_copy / "logs/finetune.log").read_text()
     assert f"submitted Azure ML job {job['name']}" in log and '[job] {"event": "summary"' in log

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from tasks.pipeline import default_tasks
 from tests.conftest import PLAIN, as_in_a_terminal, build, doit, edit_params, private_copy
 
 pytestmark = pytest.mark.slow
 
-ALL = ["data", "base", "quantize", "finetune", "export", "smoke", "evaluate"]
+ALL = default_tasks()  # the default build, in build order
 # A params edit that makes exactly this stage (and what follows it) stale.
 STALE = {
     "data": ("seed: 42", "seed: 43"),
@@ -121,7 +122,7 @@ def test_kill_while_the_stage_works(project, stage):
 
 
 def _wait_for_stage(stage: str, parent: int, deadline: float) -> int:
-    """The PID of the `python -m tasks.child <stage>` process that doit process `parent` started."""
+    """The PID of the `python -m tasks.build.child <stage>` process that doit process `parent` started."""
     while time.monotonic() < deadline:
         for entry in Path("/proc").iterdir():
             try:
@@ -129,7 +130,7 @@ def _wait_for_stage(stage: str, parent: int, deadline: float) -> int:
                 ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
             except (OSError, ValueError, IndexError):
                 continue
-            if ppid == parent and b"tasks.child" in argv and stage.encode() in argv:
+            if ppid == parent and b"tasks.build.child" in argv and stage.encode() in argv:
                 return int(entry.name)
         time.sleep(0.05)
     raise AssertionError(f"stage {stage} never started")

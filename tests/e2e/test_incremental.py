@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from tasks.pipeline import default_tasks
 from tests.conftest import doit, edit_params
 
 pytestmark = pytest.mark.slow
 
-ALL = ["data", "base", "quantize", "finetune", "export", "smoke", "evaluate"]
+ALL = default_tasks()  # the stages of the default build, in build order
 
 
 def _append(project: Path, rel: str, text: str) -> None:
@@ -49,7 +50,10 @@ CHANGES = {
     "smoke section": (lambda p: edit_params(p, "max_new_tokens: 64", "max_new_tokens: 16"), ["smoke"]),
     "evaluate section": (lambda p: edit_params(p, "match_tokens: 8", "match_tokens: 4"), ["evaluate"]),
     # The code of export changes; its rebuilt model has the same bytes, so smoke stays up to date.
-    "export's code": (lambda p: _append(p, "tasks/export.py", "# reviewed\n"), ["export"]),
+    "export's code": (lambda p: _append(p, "tasks/stages/export.py", "# reviewed\n"), ["export"]),
+    # A helper only base imports: base re-runs (its code fingerprint is derived from its imports),
+    # its output has the same bytes, so quantize and the rest stay up to date.
+    "a helper of base": (lambda p: _append(p, "tasks/ml/synthetic_model.py", "# reviewed\n"), ["base"]),
     # Restored from DVC's cache: same inputs, and the cached copy passes DVC's hash check.
     "quantize output deleted": (lambda p: shutil.rmtree(p / "models/tiny/awq"), [], ["quantize"]),
     # The test's copy of the project has no hard links into the cache, whose copy is intact: restored.
@@ -112,7 +116,7 @@ def test_info_says_why_a_stage_is_stale(built_copy):
 
 def test_export_with_fp32_compute_matches_torch_closely(built_copy):
     """With accuracy_level 1 (fp32 compute) the ONNX logits match the torch reference to 1e-3."""
-    from tests.reference import logits_error
+    from tests.e2e.reference import logits_error
 
     edit_params(built_copy, "accuracy_level: 4", "accuracy_level: 1")
     assert doit(built_copy).ran == ["export", "smoke", "evaluate"]

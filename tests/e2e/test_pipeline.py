@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import doit
-from tests.reference import logits_error
+from tests.e2e.reference import logits_error
 
 pytestmark = pytest.mark.slow
 
@@ -89,7 +89,7 @@ def _onnx_weights(onnx_dir):
 
 
 def test_onnx_base_weights_equal_dequantized_awq(built):
-    from tasks.awq_weights import dequantize_tensors, load_awq_state
+    from tasks.ml.awq_weights import dequantize_tensors, load_awq_state
 
     awq = dequantize_tensors(load_awq_state(built / "models/tiny/awq"), bits=4, group_size=128)
     onnx_w = _onnx_weights(built / "models/tiny/onnx-ao/model")
@@ -118,7 +118,7 @@ def test_hf_source_downloads_over_the_hub_protocol(built_copy):
     """`source: hf` against a local hub serving the tiny checkpoint: base re-runs, its bytes are the
     same, so nothing after it does; no other stage may reach the network."""
     from tests.conftest import edit_params
-    from tests.fake_hub import FakeHub
+    from tests.fakes.hub import FakeHub
 
     with FakeHub("lab/tiny-phi3", built_copy / "models/tiny/base") as hub:
         edit_params(built_copy, "source: synthetic ", "source: hf\n  model_id: lab/tiny-phi3\n ")

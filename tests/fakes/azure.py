@@ -6,7 +6,7 @@ client-credentials token; Azure ML's model containers and versions (nextVersion 
 datastores and their secrets, and command jobs; Blob storage's block-blob puts, block lists,
 listings and ranged reads. State lives in a folder, so the separate processes of one `doit` run
 (and later runs) see one service. The stage code selects it with
-`LAB_AZURE_TRANSPORT=tests.fake_azure:FakeAzure` and `FAKE_AZURE_STATE=<folder>`.
+`LAB_AZURE_TRANSPORT=tests.fakes.azure:FakeAzure` and `FAKE_AZURE_STATE=<folder>`.
 """
 
 from __future__ import annotations
@@ -277,7 +277,7 @@ class FakeService(HTTPAdapter):
     def datastore_secrets(self, request, query, sub, rg, ws, name):
         return 200, {"secretsType": "AccountKey", "key": base64.b64encode(b"fake-account-key").decode()}, {}
 
-    # -- Azure ML: command jobs, run on this machine by `python -m tests.fake_azure run-job` ---------
+    # -- Azure ML: command jobs, run on this machine by `python -m tests.fakes.azure run-job` ---------
     def put_job(self, request, query, sub, rg, ws, name):
         jobs = self._load("jobs")
         if name in jobs:
@@ -288,8 +288,8 @@ class FakeService(HTTPAdapter):
         jobs[name] = resource
         self._save("jobs", jobs)
         runner = subprocess.Popen(
-            [sys.executable, "-m", "tests.fake_azure", "run-job", str(self.state), name],
-            cwd=Path(__file__).resolve().parent.parent,
+            [sys.executable, "-m", "tests.fakes.azure", "run-job", str(self.state), name],
+            cwd=Path(__file__).resolve().parents[2],
             stdout=subprocess.DEVNULL,
             stderr=(self.state / f"runner-{name}.err").open("w"),
             start_new_session=True,  # a remote job outlives the client that submitted it
@@ -542,5 +542,5 @@ def _etag(data: bytes) -> str:
     return f'"0x{hashlib.md5(data).hexdigest()[:16].upper()}"'
 
 
-if __name__ == "__main__":  # python -m tests.fake_azure run-job <state> <name>
+if __name__ == "__main__":  # python -m tests.fakes.azure run-job <state> <name>
     FakeService(Path(sys.argv[2])).run_job(sys.argv[3])

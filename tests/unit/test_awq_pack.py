@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tasks import awq_pack
+from tasks.ml import awq_pack
 
 
 def _quantized_linear(out_features: int, in_features: int, group: int, seed: int):

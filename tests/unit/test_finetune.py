@@ -11,7 +11,7 @@ def test_diverged_training_is_an_error(tmp_path):
     from safetensors.numpy import save_file
 
     from tasks.errors import StageError
-    from tasks.finetune import check_trained
+    from tasks.stages.finetune import check_trained
 
     good, bad = tmp_path / "good.safetensors", tmp_path / "bad.safetensors"
     save_file({"a": np.ones((2, 2), np.float32)}, str(good))
@@ -28,7 +28,7 @@ def test_diverged_training_is_an_error(tmp_path):
 def test_a_step_with_a_non_finite_gradient_is_skipped_not_applied():
     import torch
 
-    from tasks.finetune import skip_nonfinite_steps
+    from tasks.stages.finetune import skip_nonfinite_steps
 
     layer = torch.nn.Linear(4, 2)
     optimizer = torch.optim.AdamW(layer.parameters(), lr=0.1)
@@ -52,7 +52,7 @@ def test_skipped_steps_are_tolerated_up_to_a_share(tmp_path):
     from safetensors.numpy import save_file
 
     from tasks.errors import StageError
-    from tasks.finetune import check_trained
+    from tasks.stages.finetune import check_trained
 
     good = tmp_path / "good.safetensors"
     save_file({"a": np.ones((2, 2), np.float32)}, str(good))

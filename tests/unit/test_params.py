@@ -8,7 +8,7 @@ import pytest
 
 from tasks.params import LAB_TEMPLATE, ParamsError, load_params
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _load(tmp_path: Path, text: str):

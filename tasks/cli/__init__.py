@@ -1,0 +1,1 @@
+"""The command line: the doit reporter and the subcommands (report, versions, push, pull)."""

@@ -1,0 +1,1 @@
+"""Model code that knows nothing of doit, DVC or params: synthetic models, AWQ, the LoRA graph, genai."""

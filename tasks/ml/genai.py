@@ -1,0 +1,50 @@
+"""onnxruntime-genai: load an exported model on a device and decode greedily (with an adapter or not)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+
+def load_model(model_dir: Path, device: str):
+    """An og.Model on `device`; a CUDA-built model also runs on the CPU provider."""
+    import onnxruntime_genai as og
+
+    config = og.Config(str(model_dir))
+    if device == "cpu":
+        config.clear_providers()
+    elif device == "cuda":
+        config.clear_providers()
+        config.append_provider("cuda")
+    return og.Model(config)
+
+
+def generate(model, tokenizer, prompt_ids, max_new_tokens: int, adapters=None, adapter: str | None = None):
+    """Greedy decoding; returns (new token ids, seconds to first token, seconds in total)."""
+    import onnxruntime_genai as og
+
+    params = og.GeneratorParams(model)
+    params.set_search_options(do_sample=False, max_length=len(prompt_ids) + max_new_tokens)
+    generator = og.Generator(model, params)
+    if adapter:
+        generator.set_active_adapter(adapters, adapter)  # before append_tokens, or the prompt runs without it
+    start = time.perf_counter()
+    generator.append_tokens(prompt_ids)
+    tokens, first = [], None
+    while not generator.is_done():
+        generator.generate_next_token()
+        tokens.append(int(generator.get_next_tokens()[0]))
+        first = first or time.perf_counter() - start
+    return tokens, first, time.perf_counter() - start
+
+
+def pick_device(chosen: str, model_dir: Path, key: str) -> str:
+    """auto: the provider the model was exported for, if this machine has it; else params' choice."""
+    from tasks.ml import device
+
+    if chosen == "auto":
+        cfg = json.loads((model_dir / "genai_config.json").read_text())
+        built_for_cuda = "cuda" in json.dumps(cfg["model"]["decoder"]["session_options"]["provider_options"])
+        chosen = "auto" if built_for_cuda else "cpu"
+    return device.select(chosen, key)
