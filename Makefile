@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test bench lock faults
+.PHONY: setup test test-fast bench lock faults
 
 setup:
 	$(PY) -m venv $(VENV)
@@ -16,6 +16,9 @@ setup:
 test:
 	$(BIN)/pytest -q
 
+test-fast:  # the engine, params, data and the ML helpers: no stage runs (seconds)
+	$(BIN)/pytest -q tests/unit
+
 bench:
 	$(BIN)/python benchmarks/build_times.py
 
@@ -25,4 +28,4 @@ lock:  # re-pin constraints.txt from the current .venv (torch without its +cpu l
 	mv constraints.new constraints.txt
 
 faults:  # every kill point in every stage (~20 minutes); counts go to FAULTS.md
-	LAB_FAULT_MATRIX=1 $(BIN)/pytest -q tests/test_faults.py
+	LAB_FAULT_MATRIX=1 $(BIN)/pytest -q tests/e2e/test_faults.py

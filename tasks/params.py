@@ -10,6 +10,8 @@ from typing import Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tasks.errors import ParamsError  # noqa: F401  (raised here; importable from here as before)
+
 LAB_TEMPLATE = "<|user|>\n{prompt}<|end|>\n<|assistant|>\n{response}<|end|>"
 Device = Literal["auto", "cpu", "cuda"]
 # A registry model (versions/<v> or labels/latest) or a workspace model (azureml:<name>:<v>, azureml:<name>@latest).
@@ -167,14 +169,12 @@ class RegistryParams(Section):
     tags: dict[str, str] = Field({}, description="Extra tags; the build adds its content hash and key metrics.")
 
 
-StageName = Literal["data", "base", "quantize", "finetune", "export", "smoke", "evaluate"]
-
-
 class JobsParams(Section):
     """Stages run as Azure ML command jobs; not part of any fingerprint: where a stage runs does not
     change what it builds (the job runs the same entry point)."""
 
-    executor: dict[StageName, Literal["local", "azureml"]] = Field(
+    # Stage names are checked against the stage list where it lives (tasks/pipeline.py).
+    executor: dict[str, Literal["local", "azureml"]] = Field(
         {}, description="Per stage: local (default) or azureml, e.g. {quantize: azureml, finetune: azureml}."
     )
     compute: Optional[str] = Field(None, description="Compute cluster of the workspace for azureml stages.")
@@ -217,10 +217,6 @@ class Params(Section):
         head, tail = self.template.split("{response}", 1)
         text = head.replace("{prompt}", prompt)
         return text if response is None else text + response + tail
-
-
-class ParamsError(ValueError):
-    """params.yaml is unreadable or invalid; the message names the file and the keys."""
 
 
 def _suggest(error: dict, model: type[BaseModel]) -> str:

@@ -8,35 +8,48 @@ from __future__ import annotations
 
 import difflib
 import functools
+import hashlib
 import os
+from pathlib import Path
 
+from tasks.build.memo import file_stamp, memo_for
+from tasks.build.plan import Plan, make_plan
 from tasks.build.runner import run_stage
 from tasks.build.uptodate import UpToDate
-from tasks.params import ParamsError, load_params
+from tasks.errors import ParamsError
 from tasks.paths import Paths, find_root
 from tasks.stages import base, data, evaluate, export, finetune, quantize, register, smoke
 
 STAGES = tuple(m.STAGE for m in (data, base, quantize, finetune, export, smoke, evaluate, register))
 BY_NAME = {stage.name: stage for stage in STAGES}
+OUTPUTS = {stage.name: stage.output for stage in STAGES}
 PARAMS_ENV = "LAB_PARAMS"  # another params file (relative to the project), e.g. params/phi35-h100.yaml
+HERE = Path(__file__).parent
 
 
-def _check_stage_names(params) -> None:
+def _params_file(root: Path) -> Path:
+    return root / os.environ.get(PARAMS_ENV, "params.yaml")
+
+
+def _check_stage_names(params, path) -> None:
     """Params that name stages (jobs.executor) must name real ones."""
     for name in params.jobs.executor:
         if name not in BY_NAME:
             close = difflib.get_close_matches(name, list(BY_NAME), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ParamsError(f"params.yaml: jobs.executor.{name}: no such stage{hint}; stages: {', '.join(BY_NAME)}")
+            raise ParamsError(f"{path}: jobs.executor.{name}: no such stage{hint}; stages: {', '.join(BY_NAME)}")
 
 
 @functools.cache
-def project(root=None):
-    """(Params, Paths) of the project you stand in, validated once per process."""
+def project(root: Path | None = None):
+    """(Params, Paths) of the project you stand in, read and validated once per process."""
+    from tasks.params import load_params  # pydantic: only where params are read, not on a no-op
+
     root = root or find_root()
-    params = load_params(root / os.environ.get(PARAMS_ENV, "params.yaml"))
-    _check_stage_names(params)
-    paths = Paths(root, params.name, {stage.name: stage.output for stage in STAGES})
+    path = _params_file(root)
+    params = load_params(path)
+    _check_stage_names(params, path)
+    paths = Paths(root, params.name, OUTPUTS)
     try:
         paths.inside(params.data.path, "data.path")
     except ValueError as exc:
@@ -44,19 +57,39 @@ def project(root=None):
     return params, paths
 
 
+def _plan_stamp(path: Path) -> list:
+    """What the plan is computed from: the params file's bytes, and the code that reads them."""
+    code = [HERE / "params.py", HERE / "pipeline.py", *sorted((HERE / "stages").glob("*.py")), *HERE.glob("build/*.py")]
+    return [hashlib.sha256(path.read_bytes()).hexdigest(), [[p.name, *file_stamp(p)] for p in code]]
+
+
+@functools.cache
+def plan(root: Path | None = None) -> tuple[Plan, Paths]:
+    """(Plan, Paths) of the project you stand in: what the params make of the stages, memoized."""
+    root = root or find_root()
+    path = _params_file(root)
+    try:
+        stamp = _plan_stamp(path)
+    except OSError:
+        stamp = None  # no params file: project() below names it
+    made = lambda: make_plan(STAGES, *project(root)).to_json()  # noqa: E731
+    found = Plan(**(memo_for(root).get("plan", str(path), stamp, made) if stamp else made()))
+    return found, Paths(root, found.name, OUTPUTS)
+
+
 def make_task(stage) -> dict:
     """The doit task of a stage: ordering by task_dep, staleness by UpToDate, work in a child."""
     try:
-        params, paths = project()
+        found, paths = plan()
     except ParamsError as exc:
         raise SystemExit(f"error: {exc}") from None
     return {
         "basename": stage.name,
         "doc": stage.doc,
-        "actions": [(run_stage, [stage, project])],
-        "task_dep": list(stage.upstream_of(params)),
+        "actions": [(run_stage, [stage, plan, project])],
+        "task_dep": found.upstream(stage.name),
         "targets": [str(paths.dvc_file(stage.name))],
-        "uptodate": [UpToDate(stage, project)],
+        "uptodate": [UpToDate(stage, plan)],
         "verbosity": 2,
     }
 
@@ -65,10 +98,9 @@ def default_tasks() -> list[str]:
     """What a plain `doit` builds: every stage whose own rule says so (register needs azure.*).
     With bad params, every stage: the first one then reports the params error."""
     try:
-        params = project()[0]
+        return plan()[0].default()
     except ParamsError:
         return [stage.name for stage in STAGES]
-    return [stage.name for stage in STAGES if stage.is_default(params)]
 
 
 def _creator(stage):

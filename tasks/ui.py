@@ -6,7 +6,6 @@ from __future__ import annotations
 import sys
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 # Bound to the real stdout: doit swaps sys.stdout while actions run.
@@ -25,6 +24,9 @@ class StageProgress:
     """Progress bars (one per named loop) while a stage's child runs; they vanish when it ends."""
 
     def __init__(self, stage: str):
+        # Imported here: a no-op build draws no progress (rich.progress is a tenth of its start-up).
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
         self.stage = stage
         self.progress = Progress(
             TextColumn("   {task.description}"),

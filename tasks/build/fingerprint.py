@@ -9,20 +9,29 @@ runs, never what it computes, so they are left out; so are the packages' `__init
 from __future__ import annotations
 
 import ast
-import functools
 import hashlib
-from importlib import metadata
 from pathlib import Path
+
+from tasks.build.memo import file_stamp, memo_for, site_stamp
 
 NOT_FINGERPRINTED = ("tasks/build/", "tasks/cli/", "tasks/pipeline.py")
 
 
-@functools.cache
-def _version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "absent"
+def _versions(dists: tuple[str, ...]) -> dict[str, str]:
+    from importlib import metadata
+
+    found = {}
+    for dist in dists:
+        try:
+            found[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            found[dist] = "absent"
+    return found
+
+
+def versions(root: Path, dists: tuple[str, ...]) -> dict[str, str]:
+    """{distribution: installed version} (reading package metadata costs ~1 ms each: memoized)."""
+    return memo_for(root).get("versions", ",".join(dists), site_stamp(), lambda: _versions(dists))
 
 
 def _module_file(root: Path, dotted: str) -> Path | None:
@@ -31,9 +40,14 @@ def _module_file(root: Path, dotted: str) -> Path | None:
     return path if path.is_file() else None
 
 
-@functools.cache
 def _scan(root: Path, path: Path) -> tuple[str, tuple[Path, ...]]:
-    """(sha256 of the source, the files under tasks/ it imports)."""
+    """(sha256 of the source, the files under tasks/ it imports); parsing costs ~3 ms a file: memoized."""
+    rel = path.relative_to(root).as_posix()
+    digest, imported = memo_for(root).get("sources", rel, file_stamp(path), lambda: _parse(root, path))
+    return digest, tuple(root / p for p in imported)
+
+
+def _parse(root: Path, path: Path) -> list:
     source = path.read_bytes()
     names = []
     for node in ast.walk(ast.parse(source)):
@@ -43,7 +57,7 @@ def _scan(root: Path, path: Path) -> tuple[str, tuple[Path, ...]]:
             # `from tasks.ml import awq_pack` imports a module; `from tasks.ml.rtn import f` a name
             names += [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
     files = {_module_file(root, n) for n in names if n.split(".")[0] == "tasks"}
-    return hashlib.sha256(source).hexdigest()[:16], tuple(sorted(f for f in files if f))
+    return [hashlib.sha256(source).hexdigest()[:16], sorted(f.relative_to(root).as_posix() for f in files if f)]
 
 
 def code_of(root: Path, module: str) -> dict[str, str]:
@@ -59,17 +73,26 @@ def code_of(root: Path, module: str) -> dict[str, str]:
     return dict(sorted(hashes.items()))
 
 
-def fingerprint(stage, params, paths) -> dict:
+def outside_input(path: Path):
+    """An input from outside the build: a file by its content, a folder by its files' sizes and
+    mtimes (a local checkpoint of gigabytes is not read on every run)."""
+    from tasks.build.artifacts import file_stats
+
+    if path.is_file():
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    return file_stats(path) if path.is_dir() else "missing"
+
+
+def fingerprint(stage, plan, paths) -> dict:
     """Everything a stage's output depends on, as a small JSON-able dict."""
     from tasks.build.store import content_hash
 
-    dump = params.model_dump(mode="json")
     return {
-        "params": {key: dump[key] for key in stage.sections_of(params)},
+        "params": plan.sections(stage.name),
         "code": code_of(paths.root, stage.module),
-        "libraries": {d: _version(d) for d in stage.libraries},
-        "inputs": {u: content_hash(paths.dvc_file(u)) for u in stage.upstream_of(params)},
-        **(stage.external_inputs(params, paths) if stage.external_inputs else {}),
+        "libraries": versions(paths.root, stage.libraries),
+        "inputs": {u: content_hash(paths.dvc_file(u)) for u in plan.upstream(stage.name)},
+        **{key: outside_input(Path(path)) for key, path in plan.external(stage.name).items()},
     }
 
 

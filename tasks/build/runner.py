@@ -109,14 +109,15 @@ def _restore(stage, task, paths, fp: dict) -> dict | None:
     return values
 
 
-def run_stage(stage, project, task):
+def run_stage(stage, plan, project, task):
     """doit action: restore the stage from DVC's cache if it was built from the same inputs before,
-    else build it in a child process; return values doit stores for the task."""
-    params, paths = project()
-    fp = fingerprint(stage, params, paths)
-    restored = _restore(stage, task, paths, fp)
+    else build it in a child process; return values doit stores for the task. `plan` and `project`
+    give the build's (Plan, Paths) and its validated (Params, Paths)."""
+    fp = fingerprint(stage, *plan())
+    restored = _restore(stage, task, plan()[1], fp)
     if restored:
         return restored
+    params, paths = project()
     job = _write_job(stage, params, paths, fp)
     log = paths.log(stage.name)
     env = protocol.child_env(online=bool(stage.online and stage.online(params)))

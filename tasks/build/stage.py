@@ -25,7 +25,7 @@ class Stage:
     # The stage's own special cases, as functions of the validated params (None: the fields above).
     upstream_when: Optional[Callable] = None  # params -> upstream stages
     params_when: Optional[Callable] = None  # params -> params sections
-    external_inputs: Optional[Callable] = None  # (params, paths) -> {name: hash} of inputs from outside the build
+    external_inputs: Optional[Callable] = None  # (params, paths) -> {key: file or folder} from outside the build
     online: Optional[Callable] = None  # params -> whether its process may reach the network
     in_default_build: Optional[Callable] = None  # params -> whether a plain `doit` builds it
 

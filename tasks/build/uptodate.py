@@ -3,7 +3,7 @@
 A stage is stale when its fingerprint (params section, code, library versions, upstream content
 hashes, outside inputs) differs from the one stored in the `meta:` of its `.dvc` file, when doit
 holds no record of building it (`doit forget`), or when its output folder no longer matches that
-record. `project` is a callable returning (params, paths), validated once per process.
+record. `plan` is a callable returning the build's (Plan, Paths), computed once per process.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ def save_values(root, task_name: str, values: dict) -> None:
 class UpToDate:
     """doit uptodate check; after a False, `reason` says why (shown by `doit info`)."""
 
-    def __init__(self, stage, project):
+    def __init__(self, stage, plan):
         self.stage = stage
-        self.project = project
+        self.plan = plan
         self.reason = "not checked yet"
 
     def __call__(self, task, values) -> bool:
@@ -37,13 +37,13 @@ class UpToDate:
         return self.reason is None
 
     def _why_stale(self, values: dict) -> str | None:
-        params, paths = self.project()
+        plan, paths = self.plan()
         dvc_file = paths.dvc_file(self.stage.name)
         doc = artifacts.read_yaml(dvc_file)
         if not doc:
             return f"{dvc_file} is missing"
         stored = (doc.get("meta") or {}).get("fingerprint") or {}
-        changed = diff_keys(stored, fingerprint(self.stage, params, paths))
+        changed = diff_keys(stored, fingerprint(self.stage, plan, paths))
         if changed:
             return "changed: " + ", ".join(changed[:6])
         if "files" not in values:

@@ -12,7 +12,7 @@ from doit.cmd_base import Command
 from tasks import ui
 from tasks.build import artifacts, store
 from tasks.build.runlock import BuildRunning, RunLock
-from tasks.pipeline import project
+from tasks.pipeline import plan
 
 REMOTE_OPTION = {
     "name": "remote",
@@ -68,7 +68,7 @@ class Push(Command):
         no_remote, bad_remote, dvc_error = _remote_errors()
         remote = opt_values["remote"] or None
         try:
-            with Repo(str(project()[1].root)) as repo:
+            with Repo(str(plan()[1].root)) as repo:
                 sent = repo.push(remote=remote, run_cache=True, all_commits=opt_values["all_commits"])
                 # Builds known only to the run-cache (not in a commit) go too, so the remote can restore them.
                 local = [h for h in run_cache_objects(repo) if repo.cache.local.exists(h)]
@@ -91,7 +91,7 @@ class Pull(Command):
         from dvc.repo import Repo
 
         no_remote, bad_remote, dvc_error = _remote_errors()
-        root = project()[1].root
+        root = plan()[1].root
         try:
             RunLock(root / ".doit.lock").acquire()  # pulling rewrites outputs: never under a build
             with Repo(str(root)) as repo:

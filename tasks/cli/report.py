@@ -19,7 +19,7 @@ from doit.cmd_base import Command
 from rich.table import Table
 
 from tasks import ui
-from tasks.pipeline import STAGES, project
+from tasks.pipeline import STAGES, plan
 
 VARIANTS = {
     "base": "base",
@@ -252,7 +252,7 @@ class Report(Command):
 
     def execute(self, opt_values, pos_args):
         try:
-            page = write_report(project()[1], opt_values["against"] or None)
+            page = write_report(plan()[1], opt_values["against"] or None)
         except ValueError as exc:
             ui.console.print(f"[bold red]error:[/] {exc}")
             return 1

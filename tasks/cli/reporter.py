@@ -7,7 +7,7 @@ import time
 from doit.reporter import ConsoleReporter
 
 from tasks.build.runlock import BuildRunning, RunLock
-from tasks.pipeline import project
+from tasks.pipeline import plan
 from tasks.ui import console, human_size
 
 
@@ -25,7 +25,7 @@ class Reporter(ConsoleReporter):
     def initialize(self, tasks, selected_tasks):
         """A build starts: take the checkout's run lock (held until this process exits)."""
         try:
-            RunLock(project()[1].root / ".doit.lock").acquire()
+            RunLock(plan()[1].root / ".doit.lock").acquire()
         except BuildRunning as exc:
             console.print(f"[bold red]error:[/] {exc}")
             raise SystemExit(3) from None
@@ -78,6 +78,6 @@ class Reporter(ConsoleReporter):
         """Each stage's time, size and key metric, with evaluate's figures (`doit report` has it all)."""
         from tasks.cli.report import summary_table
 
-        table = summary_table(project()[1], self.status)
+        table = summary_table(plan()[1], self.status)
         if table is not None and self.status:
             console.print(table)

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from tasks import ui
 from tasks.build.fingerprint import diff_keys
-from tasks.pipeline import STAGES, project
+from tasks.pipeline import STAGES, plan
 
 # What users call each artifact, besides its stage's name.
 ALIASES = {
@@ -148,7 +148,7 @@ class Versions(Command):
     )
 
     def execute(self, opt_values, pos_args):
-        _, paths = project()
+        _, paths = plan()
         chosen = ALIASES.get(opt_values["artifact"], opt_values["artifact"])
         selected = [s for s in STAGES if not chosen or s.name == chosen]
         if not selected:

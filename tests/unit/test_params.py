@@ -42,7 +42,6 @@ def test_project_params_are_valid_and_the_lab_defaults():
         ("finetune:\n  target_modules: [q_proj]\n", "unknown Phi-3 module(s) ['q_proj']"),
         ("base:\n  source: azureml\n", "base.asset is required when base.source is 'azureml'"),
         ("base:\n  source: azureml\n  asset: phi-3\n", "base.asset: Value error, expected azureml://registries/"),
-        ("jobs:\n  executor: {finetun: azureml}\n", "jobs.executor.finetun.[key]: Input should be 'data', 'base'"),
         ("jobs:\n  executor: {finetune: aml}\n", "jobs.executor.finetune: Input should be 'local' or 'azureml'"),
         ("azure:\n  workspaces: ws\n", "azure.workspaces: unknown key (did you mean 'workspace'?)"),
         ("registry:\n  model_name: 'a b'\n", "registry.model_name: String should match pattern"),

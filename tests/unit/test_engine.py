@@ -1,0 +1,157 @@
+"""The build engine without a build: derived code fingerprints, staleness keys, damage detection,
+staging, the stage-process protocol, the stage list and the project you stand in."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tasks.build import artifacts, protocol, store
+from tasks.build.fingerprint import code_of, diff_keys, fingerprint
+from tasks.errors import StageError
+from tasks.params import ParamsError
+from tasks.pipeline import BY_NAME, STAGES, default_tasks, plan, project
+from tests.conftest import make_project
+
+
+@pytest.fixture
+def checkout(tmp_path) -> Path:
+    return make_project(tmp_path / "checkout")
+
+
+def test_code_fingerprints_follow_imports_and_leave_the_engine_out():
+    root = project()[1].root
+    base = code_of(root, BY_NAME["base"].module)
+    # base downloads Azure ML models through the client, and makes synthetic models: both count.
+    assert {"tasks/stages/base.py", "tasks/ml/synthetic_model.py", "tasks/azureml/client.py"} <= set(base)
+    evaluate = code_of(root, BY_NAME["evaluate"].module)
+    assert {"tasks/ml/genai.py", "tasks/ml/rtn.py", "tasks/ml/awq_weights.py"} <= set(evaluate)
+    for stage in STAGES:
+        assert not [p for p in code_of(root, stage.module) if p.startswith(("tasks/build/", "tasks/cli/"))]
+
+
+def test_a_helper_only_base_uses_makes_only_base_stale(checkout):
+    found, paths = plan(checkout)
+    before = {s.name: fingerprint(s, found, paths)["code"] for s in STAGES}
+    helper = checkout / "tasks/ml/synthetic_model.py"
+    helper.write_text(helper.read_text() + "\n# reviewed\n")
+    after = {s.name: fingerprint(s, found, paths)["code"] for s in STAGES}
+    changed = [name for name in before if diff_keys(before[name], after[name])]
+    assert changed == ["base"]
+    assert diff_keys(before["base"], after["base"]) == ["tasks/ml/synthetic_model.py"]
+
+
+def test_diff_keys_names_nested_changes():
+    old = {"params": {"finetune": {"max_steps": 100, "lora_r": 64}}, "inputs": {"data": "a"}}
+    new = {"params": {"finetune": {"max_steps": 30, "lora_r": 64}}, "inputs": {"data": "a", "base": "b"}}
+    assert diff_keys(old, new) == ["inputs.base", "params.finetune.max_steps"]
+
+
+def _tracked(root: Path, files: dict[str, bytes]) -> tuple[Path, Path, dict]:
+    """A folder whose manifest sits in a DVC-style cache, its .dvc file and its recorded stats."""
+    import hashlib
+
+    out = root / "out"
+    out.mkdir(parents=True)
+    for name, data in files.items():
+        (out / name).write_bytes(data)
+    manifest = [{"relpath": n, "md5": hashlib.md5(d).hexdigest()} for n, d in files.items()]
+    text = json.dumps(manifest).encode()
+    md5 = hashlib.md5(text).hexdigest()
+    obj = root / ".dvc/cache/files/md5" / md5[:2] / (md5[2:] + ".dir")  # as DVC files a folder manifest
+    obj.parent.mkdir(parents=True)
+    obj.write_bytes(text)
+    dvc_file = root / "out.dvc"
+    artifacts.write_yaml(dvc_file, {"outs": [{"md5": md5 + ".dir", "path": "out"}]})
+    return out, dvc_file, artifacts.file_stats(out)
+
+
+def test_damage_is_found_from_stats_and_rehashes_only_what_moved(tmp_path):
+    out, dvc_file, recorded = _tracked(tmp_path, {"a.bin": b"aaaa", "b.bin": b"bbbb"})
+    assert store.damage(tmp_path, out, dvc_file, recorded)[0] is None
+    os.utime(out / "a.bin", ns=(1, 1))  # touched, same bytes: intact
+    assert store.damage(tmp_path, out, dvc_file, recorded)[0] is None
+    (out / "b.bin").write_bytes(b"bbbc")  # same size, other bytes
+    assert "b.bin was modified after the build" in store.damage(tmp_path, out, dvc_file, recorded)[0]
+    (out / "c.bin").write_bytes(b"")
+    assert "files added or removed" in store.damage(tmp_path, out, dvc_file, recorded)[0]
+
+
+def test_staging_replaces_only_on_success(tmp_path):
+    final = tmp_path / "artifact"
+    with artifacts.staging(final) as tmp:
+        (tmp / "v1").write_text("1")
+    with pytest.raises(RuntimeError), artifacts.staging(final) as tmp:
+        (tmp / "v2").write_text("2")
+        raise RuntimeError("stage failed")
+    assert [p.name for p in final.iterdir()] == ["v1"]
+    assert [p.name for p in tmp_path.iterdir()] == ["artifact"]  # no .tmp- or .old- folder left
+
+
+def test_protocol_events_and_messages(tmp_path):
+    read, write = os.pipe()
+    channel = protocol.Channel(write, {"stage": "smoke"})
+    channel.progress("prompts", 1, 2)
+    channel.send("summary", tokens=3)
+    channel._out.close()
+    lines = os.fdopen(read).read().splitlines()
+    assert [protocol.event(line) for line in lines] == [
+        ("progress", {"bar": "prompts", "done": 1, "total": 2}),
+        ("summary", {"tokens": 3}),
+    ]
+    assert protocol.event("a library's own print") == (None, {})
+    assert protocol.explain(StageError("params.yaml: x: bad"), tmp_path, placed=False) == ("params.yaml: x: bad", 2)
+    full = OSError(28, "No space left on device", str(tmp_path / "model.onnx"))
+    message, code = protocol.explain(full, tmp_path, placed=False)
+    assert code == 2 and message.startswith(f"disk full while writing {tmp_path / 'model.onnx'}")
+    assert "is untouched" in message
+
+
+def test_the_plan_is_what_the_params_make_of_the_stages(checkout):
+    found, _ = plan(checkout)
+    assert found.upstream("base") == ["data"]  # a synthetic base trains its tokenizer on the data
+    assert found.external("data") == {"data_file": str(checkout / "data/data_sample_travel.jsonl")}
+    params = checkout / "params.yaml"
+    folder = checkout.parent / "checkpoint"
+    params.write_text(params.read_text().replace("source: synthetic ", f"source: local\n  path: {folder}\n "))
+    plan.cache_clear(), project.cache_clear()  # a new process, as the next `doit` would be
+    found, _ = plan(checkout)  # the file changed: computed again, not taken from the memo
+    assert found.upstream("base") == [] and found.external("base") == {"local_base": str(folder)}
+
+
+def test_a_no_op_plan_does_not_import_the_params_schema(checkout):
+    probe = "import sys, tasks.pipeline as p; p.plan(); print('pydantic' in sys.modules)"
+    run = lambda: subprocess.run(  # noqa: E731
+        [sys.executable, "-c", probe], cwd=checkout, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert run() == "True"  # the first time the params are validated
+    assert run() == "False"  # then the memo of the plan is enough
+
+
+def test_the_stage_list_is_in_build_order_and_register_is_opt_in():
+    names = [s.name for s in STAGES]
+    for i, stage in enumerate(STAGES):
+        assert set(stage.upstream) <= set(names[:i]), stage.name
+    assert default_tasks() == names[:-1] and names[-1] == "register"
+
+
+def test_jobs_executor_must_name_a_stage(checkout):
+    params = checkout / "params.yaml"
+    params.write_text(params.read_text().replace("executor: {}", "executor: {finetun: azureml}"))
+    with pytest.raises(ParamsError, match=r"jobs.executor.finetun: no such stage \(did you mean 'finetune'\?\)"):
+        project(checkout)
+
+
+def test_the_package_follows_the_checkout_you_stand_in(checkout):
+    """With the first checkout's environment (its console scripts do not put the cwd on sys.path),
+    the modules and the project root are the second checkout's."""
+    probe = "import tasks.paths as p, tasks.pipeline as q; print(p.__file__); print(q.project()[1].root)"
+    where = subprocess.run(
+        [sys.executable, "-I", "-c", probe], cwd=checkout / "tasks", capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert where == [str(checkout / "tasks" / "paths.py"), str(checkout)]
