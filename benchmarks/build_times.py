@@ -21,6 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from tasks.pipeline import default_tasks  # noqa: E402
 from tasks.ui import console  # noqa: E402
 from tests.conftest import doit, edit_params, make_project  # noqa: E402
 
@@ -61,6 +62,54 @@ def noop_median(project: Path, *args: str) -> float:
     return statistics.median(times)
 
 
+def dvc_equivalent(project: Path, scratch: Path) -> Path:
+    """A copy of a built project whose seven stages are a dvc.yaml instead (same deps: upstream
+    outputs, the stage's code files, the data file, its params sections), reproduced once."""
+    import yaml
+
+    from tasks.build.fingerprint import code_of
+    from tasks.pipeline import STAGES, plan
+
+    found, paths = plan(project)
+    copy = shutil.copytree(project, scratch, symlinks=True)
+    for dvc_file in (copy / "models").rglob("*.dvc"):
+        dvc_file.unlink()
+    (copy / "data/prepared.dvc").unlink()
+    stages = {}
+    for stage in (s for s in STAGES if s.name in found.default()):
+        out = paths.output(stage.name).relative_to(project).as_posix()
+        deps = [paths.output(u).relative_to(project).as_posix() for u in found.upstream(stage.name)]
+        deps += [
+            *code_of(project, stage.module),
+            *(Path(p).relative_to(project).as_posix() for p in found.external(stage.name).values()),
+        ]
+        # DVC deletes an output before its command runs: the command copies the built one back.
+        stages[stage.name] = {
+            "cmd": f"cp -a {project / out} {out}",
+            "deps": deps,
+            "params": list(found.sections(stage.name)),
+            "outs": [out],
+        }
+    (copy / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
+    subprocess.run([str(Path(sys.executable).parent / "dvc"), "repro", "-q"], cwd=copy, check=True)
+    return copy
+
+
+def noop_doit_vs_dvc(project: Path, dvc_copy: Path) -> tuple[float, float]:
+    """Medians of no-op `doit` and no-op `dvc repro` (the console scripts a user types), interleaved
+    so that both see the same machine."""
+    bin_dir = Path(sys.executable).parent
+    runs = {"doit": (project, [], "nothing to do"), "dvc": (dvc_copy, ["repro"], "are up to date")}
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(NOOP_RUNS):
+        for name, (cwd, args, no_op) in runs.items():
+            start = time.perf_counter()
+            run = subprocess.run([str(bin_dir / name), *args], cwd=cwd, capture_output=True, text=True)
+            times[name].append(time.perf_counter() - start)
+            assert run.returncode == 0 and no_op in run.stdout, run.stdout + run.stderr
+    return statistics.median(times["doit"]), statistics.median(times["dvc"])
+
+
 def du(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and ".dvc/cache" not in str(p))
 
@@ -69,8 +118,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         tiny = make_project(Path(tmp) / "tiny")
         cold, ran = timed(tiny)
-        assert ran == ["data", "base", "quantize", "finetune", "export", "smoke", "evaluate"], ran
+        assert ran == default_tasks(), ran
         noop_tiny = noop_median(tiny)
+        noop_doit, noop_dvc = noop_doit_vs_dvc(tiny, dvc_equivalent(tiny, Path(tmp) / "tiny-dvc"))
         lr = ("learning_rate: 0.0002", "learning_rate: 0.001")
         recompute_tiny, restore_tiny, restored_tiny = recompute_then_restore(tiny, *lr)
         full = make_project(Path(tmp) / "full")
@@ -89,6 +139,9 @@ def main() -> None:
         ).stdout.strip(),
         "cold_build_tiny_s": round(cold, 1),
         "noop_tiny_s": round(noop_tiny, 3),
+        "noop_doit_console_s": round(noop_doit, 3),  # the same, as `doit` (console script), beside:
+        "noop_dvc_repro_s": round(noop_dvc, 3),  # the same seven stages as a dvc.yaml, `dvc repro`
+        "dvc_repro_over_doit": round(noop_dvc / noop_doit, 2),
         "noop_fullsize_s": round(noop_full, 3),
         "fullsize_artifacts_gb": round(full_bytes / 1e9, 2),
         "fullsize_first_build_s": round(cold_full, 1),

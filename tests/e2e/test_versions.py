@@ -8,13 +8,14 @@ back from DVC's cache.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import doit, edit_params, private_copy
+from tests.conftest import PLAIN, doit, edit_params, private_copy
 
 pytestmark = pytest.mark.slow
 
@@ -22,6 +23,7 @@ LR_V1, LR_V2 = "learning_rate: 0.0002", "learning_rate: 0.001"
 AFTER_FINETUNE = ["finetune", "export", "smoke", "evaluate"]
 ADAPTER = "models/tiny/ft/adapter.dvc"
 RECORDS = ["params.yaml", "models", "data/prepared.dvc"]  # what a version is, in git
+PLAIN_ENV = {**os.environ, **PLAIN}
 
 
 def git(project: Path, *args: str) -> str:
@@ -110,6 +112,22 @@ def test_report_compares_with_the_previous_build(history):
         for rev in ("HEAD~1", None)
     )
     assert f"{old:.4g}" in row and f"{new:.4g}" in row and old != new
+
+
+def test_report_and_versions_act_on_the_checkout_you_stand_in(project):
+    """A second checkout using the first one's environment, through its console script (which, unlike
+    `python -m doit`, does not put the cwd on sys.path): the commands read and write this checkout."""
+    console_script = Path(sys.executable).parent / "doit"
+    run = lambda *args: subprocess.run(  # noqa: E731
+        [str(console_script), *args], cwd=project, capture_output=True, text=True, env=PLAIN_ENV
+    )
+    report = run("report")
+    assert report.returncode == 0, report.stdout + report.stderr
+    assert (project / "models/tiny/report/index.html").is_file()
+    assert str(project / "models/tiny/report/index.html") in report.stdout
+    versions = run("versions", "--artifact", "adapter")
+    assert versions.returncode == 0, versions.stdout + versions.stderr
+    assert "v2: learning rate 1e-3" in versions.stdout and "v1: the lab's settings" in versions.stdout
 
 
 def test_changing_a_param_back_restores_from_the_run_cache(project):
