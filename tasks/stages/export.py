@@ -7,6 +7,7 @@ weights as they are, so the ONNX base keeps the AWQ grid instead of being quanti
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tempfile
@@ -25,10 +26,12 @@ STAGE = Stage(
 )
 
 
-def builder_command(awq_dir: Path, out: Path, cache: Path, cfg) -> list[str]:
+def builder_command(awq_dir: Path, out: Path, cache: Path, cfg, split_qkv: bool) -> list[str]:
     extra = [f"accuracy_level={cfg.accuracy_level}"]
     if not cfg.int4_lm_head:
         extra.append("nodes_to_exclude=/lm_head/MatMul")  # AWQ leaves lm_head in float; so do we
+    if split_qkv:
+        extra.append("fuse_qkv=false")  # one MatMul per q/k/v projection, for their own LoRA branches
     return [
         sys.executable,
         "-m",
@@ -52,14 +55,16 @@ def run(params, paths, out: Path, channel) -> dict:
     import onnx
 
     from tasks.build.protocol import die_with_parent
-    from tasks.ml.lora_graph import add_lora_branches, read_adapter, write_adapter
+    from tasks.ml.lora_graph import add_lora_branches, read_adapter, split_qkv, write_adapter
     from tasks.paths import ADAPTER_FILE
+
+    targets = json.loads((paths.output("finetune") / "adapter_config.json").read_text())["target_modules"]
 
     with tempfile.TemporaryDirectory(prefix=".export-", dir=paths.models) as scratch:
         channel.progress("build ONNX, add LoRA", 0, 3)
         # The builder runs as its own process: it prints freely and loads the checkpoint fresh.
         subprocess.run(
-            builder_command(paths.output("quantize"), out, Path(scratch), params.export),
+            builder_command(paths.output("quantize"), out, Path(scratch), params.export, split_qkv(targets)),
             check=True,
             cwd=scratch,
             stdout=sys.stderr,

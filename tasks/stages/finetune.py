@@ -25,7 +25,24 @@ STAGE = Stage(
 )
 
 
-def olive_config(params, base: Path, train: Path, work: Path, dtype: str) -> dict:
+def lora_targets(params, awq_dir: Path) -> list[str]:
+    """finetune.target_modules, with auto resolved by the model's family."""
+    from tasks.errors import StageError
+    from tasks.ml.lora_graph import AUTO_TARGETS
+
+    chosen = params.finetune.target_modules
+    if chosen != "auto":
+        return list(chosen)
+    model_type = json.loads((awq_dir / "config.json").read_text()).get("model_type")
+    if model_type not in AUTO_TARGETS:
+        raise StageError(
+            f"params.yaml: finetune.target_modules: auto knows {sorted(AUTO_TARGETS)}, "
+            f"not {model_type}: name the modules"
+        )
+    return AUTO_TARGETS[model_type]
+
+
+def olive_config(params, base: Path, train: Path, work: Path, dtype: str, targets: list[str]) -> dict:
     """An Olive workflow: one LoRA pass over the train split in the lab's template."""
     cfg = params.finetune
     data = {
@@ -41,7 +58,7 @@ def olive_config(params, base: Path, train: Path, work: Path, dtype: str) -> dic
         "r": cfg.lora_r,
         "alpha": cfg.lora_alpha,
         "lora_dropout": cfg.lora_dropout,
-        "target_modules": list(cfg.target_modules),
+        "target_modules": targets,
         "training_args": {
             "max_steps": cfg.max_steps,
             "learning_rate": cfg.learning_rate,
@@ -173,7 +190,9 @@ def run(params, paths, out: Path, channel) -> dict:
         os.chdir(work)  # Olive turns config strings naming files in the CWD into paths
         # peft draws lora_A before the Trainer seeds anything: seed first, for the same adapter twice.
         transformers.set_seed(params.finetune.seed)
-        result = olive_run(olive_config(params, work / "base", paths.output("data") / "train.jsonl", work, dtype))
+        train = paths.output("data") / "train.jsonl"
+        targets = lora_targets(params, paths.output("quantize"))
+        result = olive_run(olive_config(params, work / "base", train, work, dtype, targets))
         adapter = work / "olive-out" / "adapter"
         if not result.has_output_model() or not (adapter / "adapter_model.safetensors").is_file():
             raise RuntimeError("Olive's LoRA pass produced no adapter (Olive logs its errors and exits 0); see the log")

@@ -13,7 +13,7 @@ def _relative(a, b) -> float:
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
-def torch_logits(project: Path, tmp: Path):
+def torch_logits(project: Path, tmp: Path, name: str = "tiny"):
     """Logits of PROMPT with and without the adapter, from the dequantized AWQ model in fp32."""
     import torch
     from peft import PeftModel
@@ -21,7 +21,7 @@ def torch_logits(project: Path, tmp: Path):
 
     from tasks.ml.awq_weights import write_dequantized
 
-    models = project / "models" / "tiny"
+    models = project / "models" / name
     write_dequantized(models / "awq", tmp, "float32")
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tmp), str(models / "ft/adapter")).eval()
     ids = AutoTokenizer.from_pretrained(tmp)(PROMPT)["input_ids"]
@@ -50,13 +50,13 @@ def onnx_logits(onnx_dir: Path, ids: list[int], config, adapter: bool):
     return session.run(["logits"], feeds, options)[0][0]
 
 
-def logits_error(project: Path):
+def logits_error(project: Path, name: str = "tiny"):
     """(error with adapter, size of the adapter's effect, error without adapter), relative L2."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        ids, tuned, plain, config = torch_logits(project, Path(tmp))
-    onnx_dir = project / "models" / "tiny" / "onnx-ao" / "model"
+        ids, tuned, plain, config = torch_logits(project, Path(tmp), name)
+    onnx_dir = project / "models" / name / "onnx-ao" / "model"
     with_adapter = onnx_logits(onnx_dir, ids, config, adapter=True)
     without = onnx_logits(onnx_dir, ids, config, adapter=False)
     return _relative(with_adapter, tuned), _relative(tuned, plain), _relative(without, plain)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -112,6 +113,29 @@ def test_onnx_logits_with_adapter_match_torch_reference(built):
     error, adapter_effect, error_without = logits_error(built)
     assert error < 2e-2 and error_without < 2e-2
     assert adapter_effect > 10 * error  # the comparison can tell an applied adapter from none
+
+
+@pytest.fixture(scope="module")
+def built_llama(tmp_path_factory) -> Path:
+    """The Llama family through every stage: grouped KV heads, tied embeddings, separate q/k/v."""
+    from tests.conftest import build
+
+    return build(
+        tmp_path_factory.mktemp("llama"), ("name: tiny ", "name: tinyllama "), ("shape: tiny ", "shape: tiny-llama ")
+    )
+
+
+def test_llama_family_onnx_logits_with_adapter_match_torch_reference(built_llama):
+    import onnx
+
+    config = json.loads((built_llama / "models/tinyllama/ft/adapter/adapter_config.json").read_text())
+    assert config["target_modules"] == ["k_proj", "o_proj", "q_proj", "v_proj"]  # auto, for Llama
+    graph = onnx.load(built_llama / "models/tinyllama/onnx-ao/model/model.onnx", load_external_data=False).graph
+    lora_b = sorted(i.name for i in graph.input if i.name.startswith("model.layers.0.") and "lora_B" in i.name)
+    assert lora_b == [f"model.layers.0.attn.{p}.lora_B" for p in ("k_proj", "o_proj", "q_proj", "v_proj")]
+    error, adapter_effect, error_without = logits_error(built_llama, "tinyllama")
+    assert error < 2e-2 and error_without < 2e-2
+    assert adapter_effect > 10 * error
 
 
 def test_hf_source_downloads_over_the_hub_protocol(built_copy):

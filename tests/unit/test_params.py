@@ -39,7 +39,7 @@ def test_project_params_are_valid_and_the_lab_defaults():
         ("base:\n  source: local\n", "base.path is required when base.source is 'local'"),
         ("name: ../../etc\n", "name: String should match pattern"),
         ("export:\n  device: tpu\n", "export.device: Input should be 'cpu' or 'cuda'"),
-        ("finetune:\n  target_modules: [q_proj]\n", "unknown Phi-3 module(s) ['q_proj']"),
+        ("finetune:\n  target_modules: [q_projj]\n", "unknown module(s) ['q_projj']"),
         ("base:\n  source: azureml\n", "base.asset is required when base.source is 'azureml'"),
         ("base:\n  source: azureml\n  asset: phi-3\n", "base.asset: Value error, expected azureml://registries/"),
         ("jobs:\n  executor: {finetune: aml}\n", "jobs.executor.finetune: Input should be 'local' or 'azureml'"),
