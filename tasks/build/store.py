@@ -68,11 +68,8 @@ def _dir_manifest(root: Path, dir_md5: str) -> dict[str, str]:
 
 
 def _md5(path: Path) -> str:
-    h = hashlib.md5()
     with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "md5").hexdigest()
 
 
 def damage(root: Path, out: Path, dvc_file: Path, recorded: dict[str, list[int]]) -> tuple[str | None, dict]:

@@ -4,7 +4,7 @@ its scale search made correct on the CPU.
 AutoAWQ 0.2.9 rounds the weights one input column at a time and packs the nibbles one output
 column at a time: tens of thousands of tiny kernel launches per linear layer, about 70 s of a
 Phi-3.5-mini quantization on an H100 (a quarter of the stage; profile in BENCHMARKS.md). The same
-element-wise operations on whole tensors give bit-identical results (tests/test_awq_pack.py), so
+element-wise operations on whole tensors give bit-identical results (tests/unit/test_awq_pack.py), so
 the quantized model does not change, only the time it takes.
 """
 
@@ -51,7 +51,7 @@ def with_real_copies(compute_best_scale):
     It saves them with `{k: v.cpu() for k, v in module.state_dict().items()}` and reloads them after
     each grid step. On CUDA `.cpu()` copies; on the CPU it returns the same tensors, so the first
     step's in-place `fc.weight.mul_(scales)` is what gets "restored": every scaled layer kept a stray
-    per-channel factor (a real model answered "EEEE..."; tests/test_awq_cpu.py). On the GPU nothing
+    per-channel factor (a real model answered "EEEE..."; tests/unit/test_awq_cpu.py). On the GPU nothing
     changes, so its bytes stay AutoAWQ's own.
     """
 

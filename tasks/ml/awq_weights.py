@@ -60,3 +60,9 @@ def write_dequantized(awq_dir: Path, out: Path, dtype: str) -> None:
     for name in SIDE_FILES:
         if (awq_dir / name).exists():
             shutil.copy(awq_dir / name, out / name)
+
+
+def ships_code(checkpoint: Path) -> bool:
+    """Whether a checkpoint runs its own Python (auto_map). The base keeps auto_map only when params
+    trust remote code (stages/base.py), so every later library is told the same: trust it exactly then."""
+    return bool(json.loads((checkpoint / "config.json").read_text()).get("auto_map"))

@@ -23,7 +23,7 @@ def locate(spec: str, root: Path) -> Path:
     try:
         files = {str(f): f for f in metadata.distribution(dist).files or []}
     except metadata.PackageNotFoundError:
-        raise FileNotFoundError(f"{spec}: the package {dist} is not installed (make setup installs it)") from None
+        raise FileNotFoundError(f"{spec}: the package {dist} is not installed") from None
     if inside not in files:
         raise FileNotFoundError(f"{spec}: {dist} ships no {inside}")
     return Path(files[inside].locate())

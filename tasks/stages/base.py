@@ -48,12 +48,21 @@ STAGE = Stage(
     online=lambda params: params.base.source == "hf",  # the one stage that may reach a model hub
 )
 
-# What a causal-LM checkpoint needs downstream; other files of a hub repo are not fetched.
-CHECKPOINT_FILES = ["*.json", "*.safetensors", "tokenizer.model", "*.txt", "*.py"]
+# What a causal-LM checkpoint needs downstream; other files of a hub repo are not fetched, and a
+# checkpoint's own Python files only when params trust them (base.trust_remote_code).
+CHECKPOINT_FILES = ["*.json", "*.safetensors", "tokenizer.model", "*.txt"]
+REMOTE_CODE_FILES = ["*.py"]
+
+
+def _patterns(params) -> list[str]:
+    return CHECKPOINT_FILES + (REMOTE_CODE_FILES if params.base.trust_remote_code else [])
 
 
 def check_checkpoint(folder: Path, trust_remote_code: bool) -> None:
-    """Refuse a folder that is not a causal-LM checkpoint transformers can load."""
+    """Refuse a folder that is not a causal-LM checkpoint transformers can load (with its own code
+    only when params trust it)."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
     from tasks.errors import StageError
 
     config = folder / "config.json"
@@ -63,19 +72,82 @@ def check_checkpoint(folder: Path, trust_remote_code: bool) -> None:
     archs = cfg.get("architectures") or []
     if not any(a.endswith("ForCausalLM") for a in archs):
         raise StageError(f"{config}: architectures {archs} has no *ForCausalLM; not a causal LM")
-    if cfg.get("auto_map") and not trust_remote_code:
-        raise StageError(f"{config}: the model ships its own code; set base.trust_remote_code: true to run it")
+    if cfg.get("auto_map") and not trust_remote_code and cfg.get("model_type") not in CONFIG_MAPPING:
+        raise StageError(
+            f"{config}: the model ships its own code; set base.trust_remote_code: true to run it "
+            f"(transformers has no model_type {cfg.get('model_type')!r} of its own)"
+        )
     if not list(folder.glob("*.safetensors")):
         raise StageError(f"{folder}: no *.safetensors weights")
 
 
-def _copy_checkpoint(src: Path, out: Path) -> None:
+def use_native_code(folder: Path, trust_remote_code: bool) -> None:
+    """A checkpoint that ships its own code (config.json's auto_map, e.g. Phi-3.5-mini-instruct) and
+    whose model_type transformers knows is built with transformers' own class unless params trust
+    the code: auto_map is dropped, so no later stage or library (AutoAWQ loads with
+    trust_remote_code=True by default) can import it (check_checkpoint refused the other kind)."""
+    if trust_remote_code:
+        return
+    for name in ("config.json", "tokenizer_config.json"):
+        path = folder / name
+        doc = json.loads(path.read_text()) if path.is_file() else {}
+        if doc.pop("auto_map", None) is not None:
+            path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+
+
+def _copy_checkpoint(src: Path, out: Path, patterns: list[str]) -> None:
     for path in sorted(src.iterdir()):
-        if path.is_file() and any(path.match(p) for p in CHECKPOINT_FILES):
+        if path.is_file() and any(path.match(p) for p in patterns):
             shutil.copy2(path, out / path.name)
 
 
-def _download_azureml(params, out: Path, channel) -> str:
+def _synthetic(params, paths, out: Path, channel) -> dict:
+    from tasks.ml.jsonl import read_jsonl
+    from tasks.ml.synthetic_model import make_synthetic_model
+
+    cfg = params.base.synthetic
+    train = read_jsonl(paths.output("data") / "train.jsonl")
+    texts = [f"{r['prompt']}\n{r['response']}" for r in train]
+    shape = "tiny" if params.base.source == "tiny" else cfg.shape
+    make_synthetic_model(texts, out, shape, seed=cfg.seed, vocab_size=cfg.vocab_size, outliers=cfg.outliers)
+    return {}
+
+
+def _local(params, paths, out: Path, channel) -> dict:
+    from tasks.errors import StageError
+
+    src = Path(params.base.path).expanduser()
+    if not src.is_dir():
+        raise StageError(f"params.yaml: base.path: {params.base.path} is not a folder")
+    check_checkpoint(src, params.base.trust_remote_code)
+    _copy_checkpoint(src, out, _patterns(params))
+    return {}
+
+
+def _gguf(params, paths, out: Path, channel) -> dict:
+    from tasks.errors import StageError
+    from tasks.ml.gguf import locate, write_checkpoint
+
+    try:
+        gguf = locate(params.base.gguf, paths.root)
+    except FileNotFoundError as exc:
+        raise StageError(f"params.yaml: base.gguf: {exc}") from None
+    if not gguf.is_file():
+        raise StageError(f"params.yaml: base.gguf: {gguf} is not a file")
+    write_checkpoint(gguf, out)
+    return {}
+
+
+def _hub(params, paths, out: Path, channel) -> dict:
+    from huggingface_hub import snapshot_download
+
+    cfg = params.base
+    snapshot_download(cfg.model_id, revision=cfg.revision, local_dir=out, allow_patterns=_patterns(params))
+    shutil.rmtree(out / ".cache", ignore_errors=True)  # hub bookkeeping, not part of the model
+    return {}
+
+
+def _azureml(params, paths, out: Path, channel) -> dict:
     """A registered model, downloaded through azure-ai-ml; registries often nest the checkpoint
     (an MLflow folder's data/model/), so the shallowest folder holding config.json is taken."""
     from tasks.azureml import client as azure
@@ -89,51 +161,18 @@ def _download_azureml(params, out: Path, channel) -> str:
     configs = sorted(download.rglob("config.json"), key=lambda p: len(p.parts))
     if not configs:
         raise StageError(f"base.asset {params.base.asset} ({resolved}): no config.json; not a Hugging Face checkpoint")
-    _copy_checkpoint(configs[0].parent, out)
+    _copy_checkpoint(configs[0].parent, out, _patterns(params))
     shutil.rmtree(download)
-    return resolved
+    return {"asset": resolved}  # the name:version a label resolved to
+
+
+SOURCES = {"synthetic": _synthetic, "tiny": _synthetic, "local": _local, "gguf": _gguf, "hf": _hub, "azureml": _azureml}
 
 
 def run(params, paths, out: Path, channel) -> dict:
-    from tasks.errors import StageError
-
-    cfg = params.base
-    found = {}
-    if cfg.source in SYNTHETIC:
-        from tasks.ml.jsonl import read_jsonl
-        from tasks.ml.synthetic_model import make_synthetic_model
-
-        train = read_jsonl(paths.output("data") / "train.jsonl")
-        texts = [f"{r['prompt']}\n{r['response']}" for r in train]
-        shape = "tiny" if cfg.source == "tiny" else cfg.synthetic.shape
-        synthetic = cfg.synthetic
-        make_synthetic_model(
-            texts, out, shape, seed=synthetic.seed, vocab_size=synthetic.vocab_size, outliers=synthetic.outliers
-        )
-    elif cfg.source == "local":
-        src = Path(cfg.path).expanduser()
-        if not src.is_dir():
-            raise StageError(f"params.yaml: base.path: {cfg.path} is not a folder")
-        check_checkpoint(src, cfg.trust_remote_code)
-        _copy_checkpoint(src, out)
-    elif cfg.source == "azureml":
-        found["asset"] = _download_azureml(params, out, channel)  # name:version a label resolved to
-    elif cfg.source == "gguf":
-        from tasks.ml.gguf import locate, write_checkpoint
-
-        try:
-            gguf = locate(cfg.gguf, paths.root)
-        except FileNotFoundError as exc:
-            raise StageError(f"params.yaml: base.gguf: {exc}") from None
-        if not gguf.is_file():
-            raise StageError(f"params.yaml: base.gguf: {gguf} is not a file")
-        write_checkpoint(gguf, out)
-    else:
-        from huggingface_hub import snapshot_download
-
-        snapshot_download(cfg.model_id, revision=cfg.revision, local_dir=out, allow_patterns=CHECKPOINT_FILES)
-        shutil.rmtree(out / ".cache", ignore_errors=True)  # hub bookkeeping, not part of the model
-    check_checkpoint(out, cfg.trust_remote_code)
+    found = SOURCES[params.base.source](params, paths, out, channel)
+    check_checkpoint(out, params.base.trust_remote_code)
+    use_native_code(out, params.base.trust_remote_code)
     config = json.loads((out / "config.json").read_text())
     layers = config.get("num_hidden_layers")
-    return {"source": cfg.source, **found, "model_type": config.get("model_type"), "layers": layers}
+    return {"source": params.base.source, **found, "model_type": config.get("model_type"), "layers": layers}

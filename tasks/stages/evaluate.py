@@ -86,10 +86,14 @@ def torch_variants(params, paths, examples: list[dict], dev: str, channel) -> di
     from transformers import AutoModelForCausalLM
 
     from tasks.ml import rtn
-    from tasks.ml.awq_weights import write_dequantized
+    from tasks.ml.awq_weights import ships_code, write_dequantized
 
     dtype = "bfloat16" if dev == "cuda" else "float32"
-    base = AutoModelForCausalLM.from_pretrained(paths.output("base"), dtype=getattr(torch, dtype)).to(dev).eval()
+    remote = ships_code(paths.output("base"))
+    load = lambda folder: AutoModelForCausalLM.from_pretrained(  # noqa: E731
+        folder, dtype=getattr(torch, dtype), trust_remote_code=remote
+    )
+    base = load(paths.output("base")).to(dev).eval()
     losses = {"base": torch_losses(base, examples, dev)}
     grid = json.loads((paths.output("quantize") / "config.json").read_text())["quantization_config"]
     rtn.quantize_decoder_linears(base, grid["bits"], grid["group_size"])
@@ -98,7 +102,7 @@ def torch_variants(params, paths, examples: list[dict], dev: str, channel) -> di
     channel.progress("models", 2, len(VARIANTS))
     with tempfile.TemporaryDirectory(prefix=".evaluate-", dir=paths.models) as scratch:
         write_dequantized(paths.output("quantize"), Path(scratch), dtype)
-        awq = AutoModelForCausalLM.from_pretrained(scratch, dtype=getattr(torch, dtype)).to(dev).eval()
+        awq = load(scratch).to(dev).eval()
     tuned = PeftModel.from_pretrained(awq, str(paths.output("finetune"))).eval()
     losses["awq_adapter"] = torch_losses(tuned, examples, dev)
     with tuned.disable_adapter():
@@ -203,7 +207,9 @@ def run(params, paths, out: Path, channel) -> dict:
     from tasks.ml import device
 
     dev = device.select(params.evaluate.device, "evaluate.device")
-    tokenizer = AutoTokenizer.from_pretrained(paths.output("base"))
+    from tasks.ml.awq_weights import ships_code
+
+    tokenizer = AutoTokenizer.from_pretrained(paths.output("base"), trust_remote_code=ships_code(paths.output("base")))
     examples = eval_examples(params, paths, tokenizer)
     if not examples:
         raise StageError(f"{paths.output('data') / 'eval.jsonl'} holds no eval records")

@@ -29,7 +29,10 @@ STAGE = Stage(
 def builder_command(awq_dir: Path, out: Path, cache: Path, cfg, split_qkv: bool) -> list[str]:
     extra = [f"accuracy_level={cfg.accuracy_level}"]
     if not cfg.int4_lm_head:
-        extra.append("nodes_to_exclude=/lm_head/MatMul")  # AWQ leaves lm_head in float; so do we
+        # AWQ leaves lm_head in float; so do we, and the embeddings too: with tied embeddings (Llama,
+        # SmolLM2) the builder would otherwise share one int4 table for both (13 % logits error on
+        # the tiny Llama); excluded, the tied matrix stays one float table.
+        extra.append("nodes_to_exclude=/lm_head/MatMul,/model/embed_tokens/Gather")
     if split_qkv:
         extra.append("fuse_qkv=false")  # one MatMul per q/k/v projection, for their own LoRA branches
     return [

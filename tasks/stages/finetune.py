@@ -44,6 +44,9 @@ def lora_targets(params, awq_dir: Path) -> list[str]:
 
 def olive_config(params, base: Path, train: Path, work: Path, dtype: str, targets: list[str]) -> dict:
     """An Olive workflow: one LoRA pass over the train split in the lab's template."""
+    from tasks.ml.awq_weights import ships_code
+
+    remote = ships_code(base)
     cfg = params.finetune
     data = {
         "name": "train_data",
@@ -71,7 +74,7 @@ def olive_config(params, base: Path, train: Path, work: Path, dtype: str, target
         },
     }
     return {
-        "input_model": {"type": "HfModel", "model_path": str(base)},
+        "input_model": {"type": "HfModel", "model_path": str(base), "load_kwargs": {"trust_remote_code": remote}},
         "data_configs": [data],
         "passes": {"lora": lora},
         "output_dir": str(work / "olive-out"),

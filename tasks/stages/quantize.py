@@ -50,6 +50,7 @@ def run(params, paths, out: Path, channel) -> dict:
     from transformers import AutoTokenizer
 
     from tasks.ml import awq_pack
+    from tasks.ml.awq_weights import ships_code
 
     # AutoAWQ walks the layers in a tqdm loop; report it as our progress bar.
     awq_quantizer.tqdm = device.reporting_tqdm(channel, "AWQ layers")
@@ -57,14 +58,17 @@ def run(params, paths, out: Path, channel) -> dict:
     base = paths.output("base")
     texts = calibration_texts(params, read_jsonl(paths.output("data") / "train.jsonl"))
     _check_group_size(base, cfg.q_group_size)
-    tokenizer = AutoTokenizer.from_pretrained(base)
+    remote = ships_code(base)  # AutoAWQ would trust any checkpoint's code by default
+    tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=remote)
     if sum(len(tokenizer.encode(t)) for t in texts[: cfg.max_calib_samples]) < cfg.max_calib_seq_len:
         raise StageError(
             f"quantize.max_calib_seq_len: the first {cfg.max_calib_samples} training texts hold fewer than "
             f"{cfg.max_calib_seq_len} tokens; lower it or add data"
         )
     dtype = torch.float16 if dev == "cuda" else torch.float32
-    model = AutoAWQForCausalLM.from_pretrained(str(base), torch_dtype=dtype, use_cache=False, safetensors=True)
+    model = AutoAWQForCausalLM.from_pretrained(
+        str(base), torch_dtype=dtype, use_cache=False, safetensors=True, trust_remote_code=remote
+    )
     quant_config = {
         "zero_point": cfg.zero_point,
         "q_group_size": cfg.q_group_size,
@@ -77,6 +81,7 @@ def run(params, paths, out: Path, channel) -> dict:
         calib_data=texts,
         max_calib_samples=cfg.max_calib_samples,
         max_calib_seq_len=cfg.max_calib_seq_len,
+        apply_clip=cfg.clip_search,
     )
     model.save_quantized(str(out))
     tokenizer.save_pretrained(out)

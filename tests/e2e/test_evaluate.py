@@ -30,7 +30,7 @@ def test_torch_and_onnx_agree_and_the_adapter_helps(built):
     assert m["loss_awq_adapter"] < m["loss_awq"] - 0.1
     # AWQ w4 g128 barely moves the loss of the tiny model (measured 0.0013 nats), and on its outlier
     # channels costs far less than rounding to nearest on the same grid (0.020 nats; AutoAWQ's own
-    # CPU path, before tasks/awq_pack.py's fix, cost more than rounding).
+    # CPU path, before tasks/ml/awq_pack.py's fix, cost more than rounding).
     assert abs(m["loss_awq"] - m["loss_base"]) < 0.05
     assert m["loss_awq"] - m["loss_base"] < 0.5 * (m["loss_rtn"] - m["loss_base"])
     assert 0 <= m["answers_first_8_tokens_match"] <= 1

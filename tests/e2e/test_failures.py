@@ -76,6 +76,15 @@ def test_bad_local_base_folder(built_copy, tmp_path, config, message):
     assert _records(built_copy) == before
 
 
+def test_a_gguf_file_that_is_not_installed_is_named(built_copy):
+    edit_params(built_copy, "source: synthetic ", "source: gguf\n  gguf: package:no-such-wheel/m.gguf\n ")
+    before = _records(built_copy)
+    run = doit(built_copy)
+    assert run.returncode == 1 and run.failed == ["base"] and run.ran == []
+    assert "base.gguf: package:no-such-wheel/m.gguf: the package no-such-wheel is not installed" in run.output
+    assert _records(built_copy) == before
+
+
 def test_group_size_must_divide_the_model(built_copy):
     edit_params(built_copy, "q_group_size: 128", "q_group_size: 512")
     run = doit(built_copy)

@@ -33,7 +33,7 @@ STALE = {
     "smoke": ("max_new_tokens: 64", "max_new_tokens: 16"),
     "evaluate": ("match_tokens: 8", "match_tokens: 4"),
 }
-# Kill points inside a stage (tasks/artifacts.py failpoint): before any work, outputs written but
+# Kill points inside a stage (tasks/build/artifacts.py failpoint): before any work, outputs written but
 # not in place, in place but not tracked, `dvc add` done but the record not written, all recorded.
 CHILD_POINTS = ["start", "staged", "renamed", "dvc-added", "tracked"]
 PARENT_POINTS = ["staged:parent", "tracked:parent"]  # the doit process itself is killed

@@ -120,9 +120,9 @@ def built_llama(tmp_path_factory) -> Path:
     """The Llama family through every stage: grouped KV heads, tied embeddings, separate q/k/v."""
     from tests.conftest import build
 
-    return build(
-        tmp_path_factory.mktemp("llama"), ("name: tiny ", "name: tinyllama "), ("shape: tiny ", "shape: tiny-llama ")
-    )
+    edits = [("name: tiny ", "name: tinyllama "), ("shape: tiny ", "shape: tiny-llama ")]
+    # fp32 compute in MatMulNBits: the comparison then shows the graph, not int8 activation rounding
+    return build(tmp_path_factory.mktemp("llama"), *edits, ("accuracy_level: 4", "accuracy_level: 1"))
 
 
 def test_llama_family_onnx_logits_with_adapter_match_torch_reference(built_llama):
@@ -134,7 +134,7 @@ def test_llama_family_onnx_logits_with_adapter_match_torch_reference(built_llama
     lora_b = sorted(i.name for i in graph.input if i.name.startswith("model.layers.0.") and "lora_B" in i.name)
     assert lora_b == [f"model.layers.0.attn.{p}.lora_B" for p in ("k_proj", "o_proj", "q_proj", "v_proj")]
     error, adapter_effect, error_without = logits_error(built_llama, "tinyllama")
-    assert error < 2e-2 and error_without < 2e-2
+    assert error < 1e-3 and error_without < 1e-3
     assert adapter_effect > 10 * error
 
 
@@ -151,3 +151,42 @@ def test_hf_source_downloads_over_the_hub_protocol(built_copy):
     assert run.ran == ["base"], run.output
     assert f"GET /lab/tiny-phi3/resolve/{hub.sha}/model.safetensors" in hub.requests
     assert not list((built_copy / "models/tiny/base").glob(".cache"))
+
+
+REMOTE_CODE = """import pathlib
+pathlib.Path(__file__).with_name("REMOTE_CODE_RAN").touch()
+raise RuntimeError("the hub's own model code ran")
+"""
+
+
+def test_a_hub_model_with_its_own_code_is_built_with_transformers_classes(built_copy, tmp_path):
+    """The lab's model ships modeling code (config.json auto_map); its model_type is native to
+    transformers, so every stage builds it with transformers' class and the hub's code never runs."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    from tests.conftest import edit_params
+    from tests.fakes.hub import FakeHub
+
+    replica = shutil.copytree(built_copy / "models/tiny/base", tmp_path / "Phi-3.5-mini-instruct")
+    weights = load_file(replica / "model.safetensors")
+    weights["model.norm.weight"] = weights["model.norm.weight"] * 1.5  # other weights: every stage rebuilds
+    save_file(weights, replica / "model.safetensors", metadata={"format": "pt"})
+    config = json.loads((replica / "config.json").read_text())
+    config["auto_map"] = {
+        "AutoConfig": "configuration_phi3.Phi3Config",
+        "AutoModelForCausalLM": "modeling_phi3.Phi3ForCausalLM",
+    }
+    (replica / "config.json").write_text(json.dumps(config))
+    for name in ("modeling_phi3.py", "configuration_phi3.py"):
+        (replica / name).write_text(REMOTE_CODE)
+    with FakeHub("microsoft/Phi-3.5-mini-instruct", replica) as hub:
+        edit_params(built_copy, "source: synthetic ", "source: hf\n  model_id: microsoft/Phi-3.5-mini-instruct\n ")
+        run = doit(built_copy, env={"HF_ENDPOINT": hub.endpoint, "HF_HOME": str(built_copy / ".hf")})
+    assert run.returncode == 0, run.output
+    assert run.ran == ["base", "quantize", "finetune", "export", "smoke", "evaluate"], run.output
+    base = built_copy / "models/tiny/base"
+    assert "auto_map" not in json.loads((base / "config.json").read_text())
+    assert not list(base.glob("*.py")) and not any(r.endswith(".py") for r in hub.requests)
+    assert not list(built_copy.rglob("REMOTE_CODE_RAN")) and not (replica / "REMOTE_CODE_RAN").exists()

@@ -2,7 +2,7 @@
 
 Random weights hide a broken quantizer (every channel alike: any per-channel factor is close to 1),
 so the model here has what trained models have: a few layernorm channels x20, some weight columns x8.
-AutoAWQ 0.2.9 alone fails both tests on the CPU (tasks/awq_pack.py: with_real_copies).
+AutoAWQ 0.2.9 alone fails both tests on the CPU (tasks/ml/awq_pack.py: with_real_copies).
 """
 
 from __future__ import annotations
