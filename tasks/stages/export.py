@@ -27,7 +27,11 @@ STAGE = Stage(
 
 
 def builder_command(awq_dir: Path, out: Path, cache: Path, cfg, split_qkv: bool) -> list[str]:
+    from tasks.ml.awq_weights import ships_code
+
     extra = [f"accuracy_level={cfg.accuracy_level}"]
+    if ships_code(awq_dir):
+        extra.append("hf_remote=true")  # the checkpoint's own code, which params trusted (stages/base.py)
     if not cfg.int4_lm_head:
         # AWQ leaves lm_head in float; so do we, and the embeddings too: with tied embeddings (Llama,
         # SmolLM2) the builder would otherwise share one int4 table for both (13 % logits error on
