@@ -14,6 +14,7 @@ from tasks.errors import ParamsError  # noqa: F401  (raised here; importable fro
 
 # The linear layers a LoRA branch can be grafted on in the ONNX graph (tasks/ml/lora_graph.py TARGETS).
 LORA_MODULES = ["down_proj", "gate_proj", "gate_up_proj", "k_proj", "o_proj", "q_proj", "qkv_proj", "up_proj", "v_proj"]
+RESERVED_NAMES = ("metrics", "plots", "registry")  # folders under models/ beside the builds
 LAB_TEMPLATE = "<|user|>\n{prompt}<|end|>\n<|assistant|>\n{response}<|end|>"
 Device = Literal["auto", "cpu", "cuda"]
 # A registry model (versions/<v> or labels/latest) or a workspace model (azureml:<name>:<v>, azureml:<name>@latest).
@@ -218,6 +219,13 @@ class Params(Section):
     azure: AzureParams = AzureParams()
     registry: RegistryParams = RegistryParams()
     jobs: JobsParams = JobsParams()
+
+    @field_validator("name")
+    @classmethod
+    def _not_a_tracked_folder(cls, v: str) -> str:
+        if v in RESERVED_NAMES:
+            raise ValueError(f"models/{v}/ holds every build's git-tracked records; choose another name")
+        return v
 
     @field_validator("template")
     @classmethod

@@ -17,8 +17,10 @@ from pathlib import Path
 
 from tasks.errors import StageError
 
-# For offline tests: "module:callable" returning an azure-core HttpTransport for every Azure call.
+# For offline tests: "module:callable" returning an azure-core HttpTransport for every Azure call;
+# only the tests' fakes may be named (an environment variable must not import arbitrary code).
 TRANSPORT_ENV = "LAB_AZURE_TRANSPORT"
+TRANSPORT_MODULES = "tests.fakes."
 
 SIGN_IN_HELP = (
     "credentials come from the environment: `az login`, a managed identity, "
@@ -31,6 +33,8 @@ def transport_kwargs() -> dict:
     if not spec:
         return {}
     module, _, name = spec.partition(":")
+    if not module.startswith(TRANSPORT_MODULES):
+        raise StageError(f"{TRANSPORT_ENV}={spec}: only the tests' fakes ({TRANSPORT_MODULES}*) may stand in for Azure")
     return {"transport": getattr(importlib.import_module(module), name)()}
 
 

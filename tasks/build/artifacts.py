@@ -88,3 +88,17 @@ def file_stats(folder: Path) -> dict[str, list[int]]:
             st = path.stat()
             stats[path.relative_to(folder).as_posix()] = [st.st_size, st.st_mtime_ns]
     return stats
+
+
+def sweep_leftovers(paths) -> list[Path]:
+    """Remove what killed runs left: the staging (`.tmp-*`) and replaced (`.old-*`) folders beside
+    each stage output and the stages' scratch folders (`models/<name>/.<stage>-*`), gigabytes at full
+    size. Call it only under the run lock, where no build is live; returns what it removed."""
+    stale = []
+    for stage in paths.outputs:
+        out = paths.output(stage)
+        stale += [*out.parent.glob(f".tmp-{out.name}-*"), *out.parent.glob(f".old-{out.name}-*")]
+        stale += paths.models.glob(f".{stage}-*")
+    for folder in stale:
+        shutil.rmtree(folder, ignore_errors=True)
+    return stale

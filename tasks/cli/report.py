@@ -19,6 +19,7 @@ from doit.cmd_base import Command
 from rich.table import Table
 
 from tasks import ui
+from tasks.cli.versions import file_at
 from tasks.pipeline import STAGES, plan
 
 VARIANTS = {
@@ -46,10 +47,7 @@ def metrics_at(paths, rev: str | None) -> dict[str, dict]:
             if rev is None:
                 text = path.read_text()
             else:
-                rel = path.relative_to(paths.root).as_posix()
-                text = subprocess.run(
-                    ["git", "show", f"{rev}:{rel}"], cwd=paths.root, capture_output=True, text=True, check=True
-                ).stdout
+                text = file_at(paths.root, rev, path.relative_to(paths.root).as_posix())
             found[stage] = json.loads(text)
         except (OSError, subprocess.CalledProcessError, json.JSONDecodeError):
             continue

@@ -43,10 +43,17 @@ def _git(root, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=root, text=True, capture_output=True, check=True).stdout
 
 
+def file_at(root, rev: str, rel: str) -> str:
+    """A file's text at a git revision. The revision comes from the command line: after
+    --end-of-options, one that starts with `-` (`--output=<file>`) is a revision git rejects, never
+    an option it obeys."""
+    return _git(root, "show", "--end-of-options", f"{rev}:{rel}")
+
+
 def _record(root, rev: str, rel: str) -> dict | None:
     """The .dvc document of `rel` at a git revision, or in the workspace."""
     try:
-        text = (root / rel).read_text() if rev == WORKSPACE else _git(root, "show", f"{rev}:{rel}")
+        text = (root / rel).read_text() if rev == WORKSPACE else file_at(root, rev, rel)
         return yaml.safe_load(text)
     except (OSError, subprocess.CalledProcessError, yaml.YAMLError):
         return None

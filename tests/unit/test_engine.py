@@ -155,3 +155,22 @@ def test_the_package_follows_the_checkout_you_stand_in(checkout):
         [sys.executable, "-I", "-c", probe], cwd=checkout / "tasks", capture_output=True, text=True, check=True
     ).stdout.split()
     assert where == [str(checkout / "tasks" / "paths.py"), str(checkout)]
+
+
+def test_what_killed_runs_left_is_swept_and_nothing_else(checkout):
+    _, paths = plan(checkout)
+    left = [
+        paths.output("quantize").with_name(".tmp-awq-4242"),
+        paths.output("export").with_name(".old-model-4242"),
+        paths.models / ".finetune-abc123",
+        paths.output("data").with_name(".tmp-prepared-7"),
+    ]
+    kept = [paths.output("quantize"), paths.models / "report"]
+    for folder in left + kept:
+        folder.mkdir(parents=True)
+    assert sorted(artifacts.sweep_leftovers(paths)) == sorted(left)
+    assert [f.exists() for f in left + kept] == [False] * len(left) + [True] * len(kept)
+
+
+def test_reports_are_not_committed(checkout):
+    subprocess.run(["git", "check-ignore", "-q", "models/tiny/report/index.html"], cwd=checkout, check=True)

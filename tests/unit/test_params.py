@@ -46,6 +46,8 @@ def test_the_tiny_params_are_valid_and_the_lab_defaults():
         ("template: '{prompt} only'\n", "template: Value error, must contain {response}"),
         ("base:\n  source: local\n", "base.path is required when base.source is 'local'"),
         ("name: ../../etc\n", "name: String should match pattern"),
+        ("name: metrics\n", "name: Value error, models/metrics/ holds every build's git-tracked records"),
+        ("base:\n  source: gguf\n", "base.gguf is required when base.source is 'gguf'"),
         ("export:\n  device: tpu\n", "export.device: Input should be 'cpu' or 'cuda'"),
         ("finetune:\n  target_modules: [q_projj]\n", "unknown module(s) ['q_projj']"),
         ("base:\n  source: azureml\n", "base.asset is required when base.source is 'azureml'"),
