@@ -12,7 +12,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from tasks.build.memo import file_stamp, memo_for
+from tasks.build.memo import file_stamp, memo_for, site_stamp
 from tasks.build.plan import Plan, make_plan
 from tasks.build.runner import run_stage
 from tasks.build.uptodate import UpToDate
@@ -58,9 +58,11 @@ def project(root: Path | None = None):
 
 
 def _plan_stamp(path: Path) -> list:
-    """What the plan is computed from: the params file's bytes, and the code that reads them."""
+    """What the plan is computed from: the params file's bytes, the code that reads them, and the
+    installed packages (a GGUF file inside a wheel is found through its metadata)."""
     code = [HERE / "params.py", HERE / "pipeline.py", *sorted((HERE / "stages").glob("*.py")), *HERE.glob("build/*.py")]
-    return [hashlib.sha256(path.read_bytes()).hexdigest(), [[p.name, *file_stamp(p)] for p in code]]
+    files = [[p.name, *file_stamp(p)] for p in code]
+    return [hashlib.sha256(path.read_bytes()).hexdigest(), files, site_stamp()]
 
 
 @functools.cache
