@@ -165,9 +165,13 @@ def _table(header: list[str], rows: list[list]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _answers(paths) -> list[list]:
+ANSWER_COLUMNS = ["question", "answer (adapter)", "answer (no adapter)"]
+
+
+def _answers(paths, stage: str) -> list[list]:
+    """Answers with the adapter and without: smoke's configured prompts, or evaluate's held-out ones."""
     try:
-        answers = json.loads((paths.output("smoke") / "answers.json").read_text())["answers"]
+        answers = json.loads((paths.output(stage) / "answers.json").read_text())["answers"]
     except (OSError, KeyError, json.JSONDecodeError):
         return []
     return [
@@ -216,7 +220,8 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}} img{{max-width:49
 <p>compression: base / AWQ {_fmt(ev.get("compression_awq"))}x, base / ONNX {_fmt(ev.get("compression_onnx"))}x;
 time to first token {ttft[0]} ms with the adapter, {ttft[1]} ms without</p>
 {compared}<h2>Plots</h2>{pictures}
-<h2>Smoke answers</h2>{_table(["prompt", "answer (adapter)", "answer (no adapter)"], _answers(paths))}
+<h2>Smoke answers</h2>{_table(ANSWER_COLUMNS, _answers(paths, "smoke"))}
+<h2>Held-out questions (eval split)</h2>{_table(ANSWER_COLUMNS, _answers(paths, "evaluate"))}
 </body></html>
 """
 

@@ -49,9 +49,8 @@ def eval_examples(params, paths, tokenizer) -> list[dict]:
     for rec in records:
         prompt = tokenizer(params.render(rec["prompt"]))["input_ids"]
         full = tokenizer(params.render(rec["prompt"], rec["response"]))["input_ids"][: params.evaluate.max_seq_len]
-        examples.append(
-            {"prompt": prompt, "ids": full, "answer": full[len(prompt) :] if full[: len(prompt)] == prompt else []}
-        )
+        answer = full[len(prompt) :] if full[: len(prompt)] == prompt else []
+        examples.append({"prompt": prompt, "ids": full, "answer": answer, "question": rec["prompt"]})
     return examples
 
 
@@ -154,6 +153,22 @@ def answer_matches(model, adapters, name: str, examples: list[dict], n: int) -> 
     return matches
 
 
+HELD_OUT_ANSWERS = 3  # held-out questions answered in full, with the adapter and without
+
+
+def held_out_answers(model, adapters, name: str, examples: list[dict], tokenizer, tokens: int) -> list[dict]:
+    """The first held-out questions answered greedily (ONNX model) with the adapter and without."""
+    from tasks.ml.genai import generate
+
+    text = lambda ids: tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
+    answers = []
+    for ex in examples[:HELD_OUT_ANSWERS]:
+        tuned, _, _ = generate(model, None, ex["prompt"], tokens, adapters, name)
+        plain, _, _ = generate(model, None, ex["prompt"], tokens)
+        answers.append({"prompt": ex["question"], "answer": text(tuned), "answer_without_adapter": text(plain)})
+    return answers
+
+
 def decode_speed(model, adapters, name: str, prompt: list[int], tokens: int, rounds: int) -> dict:
     """Best-of-`rounds` decode speed and time to first token, with and without the adapter."""
     from tasks.ml.genai import generate
@@ -229,6 +244,8 @@ def run(params, paths, out: Path, channel) -> dict:
     metrics[f"answers_first_{cfg.match_tokens}_tokens_match"] = round(sum(matches) / len(matches), 4)
     metrics |= speed | sizes(paths)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    answers = held_out_answers(model, adapters, name, examples, tokenizer, cfg.decode_tokens)
+    (out / "answers.json").write_text(json.dumps({"answers": answers}, indent=2, ensure_ascii=False) + "\n")
     write_plots(out, paths, losses)
     rows = [[v, f"{metrics[f'loss_{v}']:.4f}", f"{metrics[f'perplexity_{v}']:.2f}"] for v in VARIANTS]
     channel.table(f"eval split ({len(examples)} examples)", ["model", "loss", "perplexity"], rows)

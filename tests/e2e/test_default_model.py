@@ -23,6 +23,8 @@ def test_the_default_model_is_real_and_the_adapter_teaches_it_travel(tmp_path):
     models = project / "models/smollm2"
     answer = json.loads((models / "smoke/answers.json").read_text())["answers"][0]
     assert "chicago" in answer["answer"].lower(), answer  # English about the question, not noise
+    held_out = json.loads((models / "eval/answers.json").read_text())["answers"]
+    assert len(held_out) == 3 and all(a["answer"] != a["answer_without_adapter"] for a in held_out)
     m = json.loads((models / "eval/metrics.json").read_text())
     # Measured on the whole eval split (2 cores): base 3.79 nats, round-to-nearest 3.87, AWQ 3.77,
     # AWQ + adapter 2.01, ONNX + adapter 2.01.

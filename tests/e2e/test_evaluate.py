@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import html
 import json
 import math
 from pathlib import Path
@@ -64,6 +65,10 @@ def test_report_renders_with_real_plots(built_copy):
     page = (report / "index.html").read_text()
     assert "ONNX + adapter" in page and "what is the best thing to see in chicago" in page
     assert page.count('src="data:image/png;base64,') == 4  # self-contained
+    held_out = json.loads((built_copy / "models/tiny/eval/answers.json").read_text())["answers"]
+    evals = [json.loads(line) for line in (built_copy / "data/prepared/eval.jsonl").read_text().splitlines()]
+    assert [a["prompt"] for a in held_out] == [r["prompt"] for r in evals[:3]]  # the held-out questions
+    assert "Held-out questions" in page and html.escape(held_out[0]["prompt"]) in page
     for name in ("training_loss", "perplexity", "sizes", "decode_speed"):
         png = report / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
