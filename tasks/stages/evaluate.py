@@ -220,10 +220,9 @@ def run(params, paths, out: Path, channel) -> dict:
 
     from tasks.errors import StageError
     from tasks.ml import device
-
-    dev = device.select(params.evaluate.device, "evaluate.device")
     from tasks.ml.awq_weights import ships_code
 
+    dev = device.select(params.evaluate.device, "evaluate.device")
     tokenizer = AutoTokenizer.from_pretrained(paths.output("base"), trust_remote_code=ships_code(paths.output("base")))
     examples = eval_examples(params, paths, tokenizer)
     if not examples:
