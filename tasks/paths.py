@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tasks.errors import StageError
+
 DOIT_DB = ".doit.db"  # doit's record of each task (sqlite), relative to the project root
 ADAPTER_FILE = "adapter_weights.onnx_adapter"  # the lab's name for the exported adapter, beside the model
 
@@ -15,6 +17,17 @@ def find_root(start: Path | None = None) -> Path:
     environment runs it."""
     here = (start or Path.cwd()).resolve()
     return next((folder for folder in (here, *here.parents) if (folder / "dodo.py").is_file()), here)
+
+
+def within(folder: Path, name: str, what: str) -> Path:
+    """`folder / name` for a name that comes from outside the build (a blob, a run-cache entry, a
+    hub file): refused, with the name shown, when it is absolute or its `..` segments leave
+    `folder` (a remote must never write elsewhere on this machine)."""
+    base = folder.resolve()
+    target = (base / name).resolve()
+    if not name or target == base or not target.is_relative_to(base):
+        raise StageError(f"{what} {name!r} would be written outside {folder}: refused")
+    return target
 
 
 @dataclass(frozen=True)

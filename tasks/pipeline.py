@@ -12,6 +12,8 @@ import hashlib
 import os
 from pathlib import Path
 
+from doit.exceptions import TaskFailed
+
 from tasks.build.memo import file_stamp, memo_for, site_stamp
 from tasks.build.plan import Plan, make_plan
 from tasks.build.runner import run_stage
@@ -85,9 +87,13 @@ def make_task(stage) -> dict:
         found, paths = plan()
     except ParamsError as exc:
         raise SystemExit(f"error: {exc}") from None
+    doc = stage.doc if stage.name in found.default() else f"{stage.doc}; not in a plain `doit`"
+    unable = found.unable(stage.name)
+    if unable:  # fail at once, before building any upstream stage it would need
+        return {"basename": stage.name, "doc": doc, "actions": [lambda: TaskFailed(unable)], "verbosity": 2}
     return {
         "basename": stage.name,
-        "doc": stage.doc,
+        "doc": doc,
         "actions": [(run_stage, [stage, plan, project])],
         "task_dep": found.upstream(stage.name),
         "targets": [str(paths.dvc_file(stage.name))],

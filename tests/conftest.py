@@ -113,8 +113,21 @@ def build(dest: Path, *edits: tuple[str, str]) -> Path:
 
 
 def private_copy(project: Path, dest: Path) -> Path:
-    """A copy of a built project (artifacts, DVC cache and doit's records) for one test to change."""
-    shutil.copytree(project, dest, symlinks=True)
+    """A copy of a built project (artifacts, DVC cache and doit's records) for one test to change,
+    as a checkout looks: files hard-linked to each other (a workspace file and its DVC cache
+    object, link count 2, mode 444) stay hard-linked to each other in the copy."""
+    copied: dict[tuple[int, int], str] = {}
+
+    def copy(src: str, dst: str) -> str:
+        st = os.stat(src)
+        if st.st_nlink > 1 and (st.st_dev, st.st_ino) in copied:
+            os.link(copied[(st.st_dev, st.st_ino)], dst)
+            return dst
+        shutil.copy2(src, dst)
+        copied[(st.st_dev, st.st_ino)] = dst
+        return dst
+
+    shutil.copytree(project, dest, symlinks=True, copy_function=copy)
     return dest
 
 

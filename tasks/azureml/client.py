@@ -2,6 +2,8 @@
 
 Credentials come only from the environment through DefaultAzureCredential (`az login`, a managed
 identity, or AZURE_TENANT_ID / AZURE_CLIENT_ID / AZURE_CLIENT_SECRET); params name the workspace.
+Blob storage is reached with that identity first; the workspace's stored account key only where
+the identity has no data role on the storage account.
 Files move through azure-storage-blob directly, not through the SDK's upload helpers, so that
 every byte passes the one transport this module builds (and a path is content-addressed by the
 artifact's DVC hash: an interrupted upload is simply redone).
@@ -15,7 +17,8 @@ import os
 import re
 from pathlib import Path
 
-from tasks.errors import StageError
+from tasks.errors import StageError, redact
+from tasks.paths import within
 
 # For offline tests: "module:callable" returning an azure-core HttpTransport for every Azure call;
 # only the tests' fakes may be named (an environment variable must not import arbitrary code).
@@ -38,13 +41,21 @@ def transport_kwargs() -> dict:
     return {"transport": getattr(importlib.import_module(module), name)()}
 
 
-def require_workspace(azure, what: str) -> None:
+def workspace_missing(azure, what: str) -> str | None:
+    """What to set in params for `what` to reach the Azure ML workspace, or None when it is set."""
     missing = azure.missing()
+    if not missing:
+        return None
+    return (
+        f"params.yaml: {', '.join(missing)} not set: {what} needs the Azure ML workspace's names there "
+        f"(secrets never: {SIGN_IN_HELP})"
+    )
+
+
+def require_workspace(azure, what: str) -> None:
+    missing = workspace_missing(azure, what)
     if missing:
-        raise StageError(
-            f"params.yaml: {', '.join(missing)} not set: {what} needs the Azure ML workspace's names there "
-            f"(secrets never: {SIGN_IN_HELP})"
-        )
+        raise StageError(missing)
 
 
 def credential(kwargs: dict):
@@ -79,7 +90,13 @@ def explained(doing: str):
 
 
 def explain(exc: Exception, doing: str) -> StageError | None:
-    """A StageError for Azure failures a user can act on; None for anything else."""
+    """A StageError for Azure failures a user can act on (no URL query string in it: SAS tokens
+    travel there); None for anything else."""
+    error = _explain(exc, doing)
+    return StageError(redact(str(error))) if error else None
+
+
+def _explain(exc: Exception, doing: str) -> StageError | None:
     from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
 
     if isinstance(exc, ClientAuthenticationError):
@@ -101,19 +118,35 @@ class Blobs:
 
     @classmethod
     def of_datastore(cls, client, name: str | None = None) -> "Blobs":
-        """A workspace datastore (the default one unless named), with the secret the workspace holds."""
+        """A workspace datastore (the default one unless named), reached with the user's own
+        identity (Entra ID); only where that identity has no data role on the storage account,
+        with the secret the workspace holds for it (listSecrets: an account key or SAS)."""
         from azure.storage.blob import ContainerClient
 
         stores = client.datastores
-        store = stores.get(name, include_secrets=True) if name else stores.get_default(include_secrets=True)
-        secret = getattr(store.credentials, "account_key", None) or getattr(store.credentials, "sas_token", None)
+        store = stores.get(name) if name else stores.get_default()
         kwargs = transport_kwargs()
         account_url = f"{store.protocol}://{store.account_name}.blob.{store.endpoint}"
-        blobs = cls(
-            ContainerClient(account_url, store.container_name, credential=secret or credential(kwargs), **kwargs)
-        )
+        blobs = cls(ContainerClient(account_url, store.container_name, credential=credential(kwargs), **kwargs))
+        if not blobs._identity_allowed():
+            creds = stores.get(store.name, include_secrets=True).credentials
+            secret = getattr(creds, "account_key", None) or getattr(creds, "sas_token", None)
+            blobs = cls(ContainerClient(account_url, store.container_name, credential=secret, **kwargs))
         blobs.datastore = store.name
         return blobs
+
+    def _identity_allowed(self) -> bool:
+        """Whether the identity may read the container (one listing of at most one blob); a 403
+        means no data role (Storage Blob Data Reader/Contributor) on the account."""
+        from azure.core.exceptions import HttpResponseError
+
+        try:
+            list(next(self.container.list_blobs(results_per_page=1).by_page(), []))
+        except HttpResponseError as exc:
+            if exc.status_code == 403:
+                return False
+            raise
+        return True
 
     @classmethod
     def of_sas(cls, sas_uri: str) -> tuple["Blobs", str]:
@@ -141,8 +174,9 @@ class Blobs:
         """Every blob under `prefix`/ into `dest`, keeping relative paths; returns the file count."""
         prefix = prefix.strip("/") + "/"
         names = [b.name for b in self.container.list_blobs(name_starts_with=prefix)]
-        for i, name in enumerate(names):
-            target = dest / name[len(prefix) :]
+        # Every name is checked before the first byte is written: a listing is remote data.
+        targets = [within(dest, name[len(prefix) :], f"blob {name} under {prefix}") for name in names]
+        for i, (name, target) in enumerate(zip(names, targets, strict=False)):
             target.parent.mkdir(parents=True, exist_ok=True)
             with target.open("wb") as out:
                 self.container.download_blob(name).readinto(out)

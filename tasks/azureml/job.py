@@ -9,12 +9,18 @@ tracked by DVC exactly like a local build. The job:
 - command: `python -m tasks.azureml.job_entry <stage>`, which calls the stage's own `run()`;
 - output: one folder on the default datastore, downloaded back when the job completes.
 While it runs, its std_log.txt is read from the artifact store: the stage's events drive the local
-progress bars and every line goes to the stage log. Ctrl-C cancels the job.
+progress bars and every line goes to the stage log. Ctrl-C or SIGTERM cancels the job.
+
+A submitted job is recorded (`logs/<stage>.azureml-job.json`) until it ends, so a run killed
+outright (SIGKILL, OOM, a dropped SSH session) leaves no job billing unseen: the next run of the
+stage reattaches to it if it was built from the same inputs (no second job), and cancels it if the
+inputs changed since.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import signal
 import time
@@ -24,7 +30,7 @@ from pathlib import Path
 from tasks.azureml import client as azure
 from tasks.build import protocol
 from tasks.build.protocol import CHILD_ENV, JOB_FILE
-from tasks.errors import StageError
+from tasks.errors import StageError, redact
 
 DONE = {"Completed", "Failed", "Canceled", "NotResponding"}
 ARTIFACT_STORE = "workspaceartifactstore"
@@ -112,6 +118,7 @@ class LogFollower:
             self._line(raw.decode("utf-8", errors="replace"))
 
     def _line(self, line: str) -> None:
+        line = redact(line)
         self.log.write(f"[job] {line}\n")
         kind, event = protocol.event(line)
         if kind is None:
@@ -133,23 +140,59 @@ def _wait(client, name: str, follower: LogFollower, poll_seconds: float) -> str:
         time.sleep(poll_seconds)
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 def _interrupt_once(signum, frame):
-    """The first Ctrl-C stops the wait; later ones (the parent forwards the terminal's) are ignored
-    from that instant, so they cannot cut the cancel request short."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """The first Ctrl-C or SIGTERM stops the wait; later ones (the parent forwards the terminal's)
+    are ignored from that instant, so they cannot cut the cancel request short."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
-def _wait_or_cancel(client, name: str, follower: LogFollower, poll_seconds: float) -> str:
-    previous = signal.signal(signal.SIGINT, _interrupt_once)
+def _wait_or_cancel(client, name: str, follower: LogFollower, poll_seconds: float, record: Path) -> str:
+    previous = {sig: signal.signal(sig, _interrupt_once) for sig in STOP_SIGNALS}
     try:
-        return _wait(client, name, follower, poll_seconds)
+        status = _wait(client, name, follower, poll_seconds)
     except KeyboardInterrupt:
         client.jobs.begin_cancel(name)
+        record.unlink(missing_ok=True)
         logging.getLogger("tasks").info("cancelled Azure ML job %s", name)
         raise
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    record.unlink(missing_ok=True)  # ended: nothing left to reattach to
+    return status
+
+
+def _inputs_key(job: dict) -> str:
+    return hashlib.sha256(json.dumps(job["fingerprint"], sort_keys=True).encode()).hexdigest()
+
+
+def _earlier_job(client, record: Path, key: str) -> dict | None:
+    """The job an interrupted run left (its record), if it is worth reattaching to: same inputs and
+    not failed or cancelled. A job still running on other inputs is cancelled: its result would be
+    stale."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    if not record.is_file():
+        return None
+    earlier = json.loads(record.read_text())
+    try:
+        status = client.jobs.get(earlier["job"]).status
+    except ResourceNotFoundError:
+        status = "Canceled"
+    log = logging.getLogger("tasks")
+    if earlier["inputs"] != key and status not in DONE:
+        client.jobs.begin_cancel(earlier["job"])
+        log.info("cancelled Azure ML job %s, left running by an interrupted run on other inputs", earlier["job"])
+    if earlier["inputs"] != key or status in ("Failed", "Canceled", "NotResponding"):
+        record.unlink()
+        return None
+    log.info("reattached to Azure ML job %s (%s), left by an interrupted run", earlier["job"], status)
+    return earlier
 
 
 def _require(params) -> None:
@@ -172,16 +215,13 @@ def run(params, paths, out: Path, channel) -> dict:
     paths.models.mkdir(parents=True, exist_ok=True)
     with azure.explained(f"running {stage} as an Azure ML job"):
         with tempfile.TemporaryDirectory(prefix=f".{stage}-", dir=paths.models) as scratch:
-            return _submit_and_follow(stage, params, paths, out, channel, job, Path(scratch))
+            return _follow_to_the_end(stage, params, paths, out, channel, job, Path(scratch))
 
 
-def _submit_and_follow(stage: str, params, paths, out: Path, channel, job: dict, scratch: Path) -> dict:
-    import sys
-
+def _submit(stage: str, params, paths, channel, job: dict, scratch: Path, client, blobs, record: Path, key: str):
+    """Upload what the job reads (once per content), submit it, record it; returns (name, output prefix)."""
     from tasks.build.store import content_hash
 
-    client = azure.ml_client(params.azure)
-    blobs = azure.Blobs.of_datastore(client)
     progress = lambda done, total: channel.progress("upload", done, total)  # noqa: E731
     snap = _snapshot(paths, params, job, scratch)
     code = _upload_once(blobs, snap, f"lab-code/{_folder_hash(snap)}", progress)
@@ -192,9 +232,24 @@ def _submit_and_follow(stage: str, params, paths, out: Path, channel, job: dict,
     name = f"lab-{params.name}-{stage}-{uuid.uuid4().hex[:10]}".lower().replace(".", "-").replace("_", "-")
     out_prefix = f"lab-outputs/{name}/out"
     client.jobs.create_or_update(_command_job(stage, params, inputs, code, blobs.uri(out_prefix), name))
+    record.write_text(json.dumps({"job": name, "inputs": key, "out": out_prefix}))
     logging.getLogger("tasks").info("submitted Azure ML job %s (experiment %s)", name, params.jobs.experiment)
+    return name, out_prefix
+
+
+def _follow_to_the_end(stage, params, paths, out: Path, channel, job: dict, scratch: Path) -> dict:
+    import sys
+
+    client = azure.ml_client(params.azure)
+    blobs = azure.Blobs.of_datastore(client)
+    record, key = paths.logs / f"{stage}.azureml-job.json", _inputs_key(job)
+    earlier = _earlier_job(client, record, key)
+    if earlier:
+        name, out_prefix = earlier["job"], earlier["out"]
+    else:
+        name, out_prefix = _submit(stage, params, paths, channel, job, scratch, client, blobs, record, key)
     follower = LogFollower(azure.Blobs.of_datastore(client, ARTIFACT_STORE), name, channel, sys.stderr)
-    status = _wait_or_cancel(client, name, follower, params.jobs.poll_seconds)
+    status = _wait_or_cancel(client, name, follower, params.jobs.poll_seconds, record)
     if status != "Completed" or follower.outcome.get("kind") != "summary":
         remote = follower.outcome.get("message") or "no error reported by the stage"
         excerpt = "\n    ".join(follower.lines[-8:])

@@ -12,12 +12,14 @@ import importlib
 import logging
 import os
 import shutil
+import signal
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 from tasks.build import artifacts, protocol, store
+from tasks.errors import redact
 
 
 def _take_over_stdout(job: dict) -> protocol.Channel:
@@ -25,7 +27,16 @@ def _take_over_stdout(job: dict) -> protocol.Channel:
     os.dup2(2, 1)  # library prints go to the log, not into the event stream
     sys.stdout = os.fdopen(1, "w", buffering=1, encoding="utf-8", errors="replace")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_redacted)
+    logging.getLogger("azure").setLevel(logging.WARNING)  # its HTTP lines name every URL and header
     return channel
+
+
+def _redacted(record: logging.LogRecord) -> bool:
+    """Log filter: the message with every URL's query string (SAS tokens) dropped."""
+    record.msg, record.args = redact(record.getMessage()), None
+    return True
 
 
 PROFILE_ENV = "LAB_PROFILE"  # LAB_PROFILE=1 doit -s -a quantize: cProfile stats to logs/quantize.prof
@@ -77,6 +88,7 @@ def main(stage_name: str, job_file: str) -> int:
     paths = Paths(Path(job["root"]), params.name, job["outputs"])
     out = paths.output(stage_name)
     os.environ["LAB_STAGE"] = stage_name
+    signal.signal(signal.SIGTERM, protocol.stop_as_ctrl_c)  # a process-group SIGTERM cleans up like Ctrl-C
     for scratch in paths.models.glob(f".{stage_name}-*"):  # a killed run's temporary folders
         shutil.rmtree(scratch, ignore_errors=True)
     placed = False
@@ -93,7 +105,7 @@ def main(stage_name: str, job_file: str) -> int:
         artifacts.failpoint("tracked")
     except Exception as exc:
         message, code = protocol.explain(exc, out, placed)
-        channel.send("error", message=message)
+        channel.send("error", message=redact(message))
         return code
     logging.getLogger("tasks").info("stage %s: done", stage_name)
     channel.send("summary", **summary)

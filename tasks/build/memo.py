@@ -56,5 +56,10 @@ def file_stamp(path: Path) -> list[int]:
 
 
 def site_stamp() -> list:
-    """The mtimes of the folders packages are installed in: an install or uninstall changes them."""
-    return [[p, os.stat(p).st_mtime_ns] for p in sys.path if p.endswith("-packages") and os.path.isdir(p)]
+    """The search path and the mtimes of its folders: an install or uninstall (a dist-info folder
+    added or removed) changes them, in site-packages or in a folder on PYTHONPATH. The cwd (`''`)
+    and the standard library's folders are left out: they change without installing anything, or
+    never."""
+    stdlib = os.path.dirname(os.__file__)
+    folders = [p for p in sys.path if p and os.path.isdir(p) and (p.endswith("-packages") or not p.startswith(stdlib))]
+    return [[p, os.stat(p).st_mtime_ns] for p in folders if os.path.realpath(p) != os.getcwd()]

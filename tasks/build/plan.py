@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass
 @dataclass(frozen=True)
 class Plan:
     name: str  # params.name: artifacts go to models/<name>/
-    stages: dict  # stage: {"sections": {...}, "upstream": [...], "external": {key: path}, "default": bool}
+    # stage: {"sections": {...}, "upstream": [...], "external": {key: path}, "default": bool, "unable": why}
+    stages: dict
 
     def sections(self, stage: str) -> dict:
         return self.stages[stage]["sections"]
@@ -24,6 +25,10 @@ class Plan:
 
     def external(self, stage: str) -> dict[str, str]:
         return self.stages[stage]["external"]
+
+    def unable(self, stage: str) -> str | None:
+        """Why the stage cannot run with these params (its upstream is then not built for it)."""
+        return self.stages[stage].get("unable")
 
     def default(self) -> list[str]:
         return [name for name, stage in self.stages.items() if stage["default"]]
@@ -43,5 +48,6 @@ def make_plan(stages, params, paths) -> Plan:
             "upstream": list(stage.upstream_of(params)),
             "external": {key: str(path) for key, path in outside.items()},
             "default": stage.is_default(params),
+            "unable": stage.unable(params) if stage.unable else None,
         }
     return Plan(params.name, plan)

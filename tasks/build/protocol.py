@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import sys
 import traceback
 from pathlib import Path
 
@@ -43,6 +44,12 @@ def write_job(path: Path, job: dict) -> Path:
 
 def read_job(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def stop_as_ctrl_c(signum, frame):
+    """Signal handler: SIGTERM (a service manager, `timeout`, `kill`) stops like Ctrl-C, so the
+    same cleanup runs: partial output removed, a remote job cancelled."""
+    raise KeyboardInterrupt
 
 
 def die_with_parent() -> None:
@@ -85,11 +92,11 @@ def event(line: str) -> tuple[str | None, dict]:
 
 def explain(exc: Exception, out: Path, placed: bool) -> tuple[str, int]:
     """The message the user sees, and the exit code; tracebacks go to the log only."""
-    from tasks.errors import StageError
+    from tasks.errors import StageError, redact
 
     if isinstance(exc, StageError):
         return str(exc), 2
-    traceback.print_exc()
+    sys.stderr.write(redact(traceback.format_exc()))
     if isinstance(exc, OSError) and exc.errno in DISK_FULL:
         where = exc.filename or out
         kept = f"{out} was replaced but not recorded; it will rebuild" if placed else f"the previous {out} is untouched"

@@ -46,6 +46,9 @@ class RunLock:
                     f"another doit run is building in this checkout ({self._holder()}); "
                     f"wait for it, or set {WAIT_ENV}=1 to queue behind it"
                 ) from None
+            from tasks.ui import console
+
+            console.print(f"[dim]waiting for the doit run building in this checkout ({self._holder()})...[/]")
             fcntl.flock(fd, fcntl.LOCK_EX)
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps({"pid": os.getpid(), "started": time.time()}).encode())
@@ -56,3 +59,17 @@ class RunLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+_held: dict[Path, RunLock] = {}  # the locks this process holds, until it exits
+
+
+def hold(root: Path) -> bool:
+    """Hold the checkout's run lock for the rest of this process (every command that writes takes
+    it: a build under any reporter, forget, push, pull); True if it was taken just now."""
+    if root in _held:
+        return False
+    lock = RunLock(root / ".doit.lock")
+    lock.acquire()
+    _held[root] = lock
+    return True

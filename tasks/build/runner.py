@@ -14,6 +14,7 @@ from tasks import ui
 from tasks.build import artifacts, protocol, store
 from tasks.build.fingerprint import fingerprint
 from tasks.build.uptodate import UpToDate, save_values
+from tasks.errors import StageError
 
 REMOTE_EXECUTOR = "tasks.azureml.job"  # runs a stage's run() on Azure ML compute (params jobs.executor)
 
@@ -97,6 +98,11 @@ def _restore(stage, task, paths, fp: dict) -> dict | None:
         doc, refused = store.restore(paths.root, paths.dvc_file(stage.name), fp)
     except Exception as exc:  # noqa: BLE001  (a broken cache or a full disk: building is still right)
         doc, refused = None, [f"the DVC cache could not be read ({type(exc).__name__}: {exc})"]
+    if doc is not None and stage.verify:
+        try:
+            stage.verify(paths.output(stage.name))
+        except StageError as exc:  # rebuilt below; the build's staging replaces the refused copy
+            doc, refused = None, [*refused, str(exc)]
     for why in refused:
         ui.console.print(f"   [yellow]cached build of {stage.name} not used[/]: {why}")
     if doc is None:
@@ -122,9 +128,15 @@ def run_stage(stage, plan, project, task):
     log = paths.log(stage.name)
     env = protocol.child_env(online=bool(stage.online and stage.online(params)))
     started = time.perf_counter()
-    rc, outcome, interrupted = _run_child(stage, job, paths, env)
+    previous = signal.signal(signal.SIGTERM, protocol.stop_as_ctrl_c)
+    try:
+        rc, outcome, interrupted = _run_child(stage, job, paths, env)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if interrupted:
-        return TaskFailed(f"interrupted (Ctrl-C): {stage.name} stopped, its partial output removed\n  log: {log}")
+        return TaskFailed(
+            f"interrupted (Ctrl-C or SIGTERM): {stage.name} stopped, its partial output removed\n  log: {log}"
+        )
     if rc != 0 or outcome.get("kind") != "summary":
         reason = outcome.get("message") or f"the stage process exited with code {rc}"
         return TaskFailed(f"{reason}\n  log: {log}")

@@ -28,6 +28,9 @@ class Stage:
     external_inputs: Optional[Callable] = None  # (params, paths) -> {key: file or folder} from outside the build
     online: Optional[Callable] = None  # params -> whether its process may reach the network
     in_default_build: Optional[Callable] = None  # params -> whether a plain `doit` builds it
+    verify: Optional[Callable] = None  # output folder -> None, or StageError: a restored copy's check
+    # params -> why the stage cannot run with these params, or None; checked before its upstream runs.
+    unable: Optional[Callable] = None
 
     def upstream_of(self, params) -> tuple[str, ...]:
         return tuple(self.upstream_when(params)) if self.upstream_when else self.upstream

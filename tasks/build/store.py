@@ -129,8 +129,10 @@ def entry_files(repo) -> list[Path]:
     return [p for p in runs.glob("*/*/*") if p.is_file()] if runs.is_dir() else []
 
 
-def entries(repo, fingerprint: dict) -> list[dict]:
-    """.dvc documents of earlier builds with exactly this fingerprint, newest first."""
+def entries(repo, fingerprint: dict, output: str) -> list[dict]:
+    """.dvc documents of earlier builds with exactly this fingerprint, newest first. Only entries
+    for `output` (the stage's own folder, relative to the project) count: an entry is data from
+    the cache or a remote, and its `path` must never choose where a checkout writes."""
     folder = _runs_dir(repo) / (key := _key(fingerprint))[:2] / key
     found = sorted(folder.glob("*"), key=lambda p: p.stat().st_mtime, reverse=True) if folder.is_dir() else []
     docs = []
@@ -140,8 +142,8 @@ def entries(repo, fingerprint: dict) -> list[dict]:
             meta, out = entry["params"]["lab"], dict(entry["outs"][0])
         except (TypeError, KeyError, IndexError):
             continue  # not ours, or damaged: never used
-        if meta.get("fingerprint") == fingerprint:
-            out["path"] = Path(out["path"]).name
+        if meta.get("fingerprint") == fingerprint and out.get("path") == output:
+            out["path"] = Path(output).name  # relative to the .dvc file beside the folder
             docs.append({"outs": [out], "meta": meta})
     return docs
 
@@ -205,8 +207,10 @@ def restore(root: Path, dvc_file: Path, fingerprint: dict) -> tuple[dict | None,
     refused = []
     with Repo(str(root)) as repo:
         current = artifacts.read_yaml(dvc_file)
-        candidates = entries(repo, fingerprint)
-        if current and (current.get("meta") or {}).get("fingerprint") == fingerprint:
+        output = dvc_file.with_name(dvc_file.name.removesuffix(".dvc")).relative_to(root).as_posix()
+        candidates = entries(repo, fingerprint, output)
+        in_place = (current or {}).get("outs") and current["outs"][0].get("path") == Path(output).name
+        if in_place and (current.get("meta") or {}).get("fingerprint") == fingerprint:
             candidates.insert(0, current)
         tried = set()
         for doc in candidates:

@@ -11,7 +11,7 @@ from doit.cmd_base import Command
 
 from tasks import ui
 from tasks.build import artifacts, store
-from tasks.build.runlock import BuildRunning, RunLock
+from tasks.build.runlock import BuildRunning, hold
 from tasks.pipeline import plan
 
 REMOTE_OPTION = {
@@ -36,9 +36,9 @@ def run_cache_objects(repo) -> set[str]:
 NO_REMOTE = "no DVC remote: `dvc remote add -d store <folder | s3://... | azure://...>`"
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, code: int = 1) -> int:
     ui.console.print(f"[bold red]error:[/] {message}")
-    return 1
+    return code
 
 
 def _remote_errors():
@@ -68,12 +68,15 @@ class Push(Command):
         no_remote, bad_remote, dvc_error = _remote_errors()
         remote = opt_values["remote"] or None
         try:
+            hold(plan()[1].root)  # a build may be writing the cache this would send
             with Repo(str(plan()[1].root)) as repo:
                 sent = repo.push(remote=remote, run_cache=True, all_commits=opt_values["all_commits"])
                 # Builds known only to the run-cache (not in a commit) go too, so the remote can restore them.
                 local = [h for h in run_cache_objects(repo) if repo.cache.local.exists(h)]
                 objects = [obj for h in local for obj in store.object_ids(repo, h)]
                 sent += len(repo.cloud.push(objects, remote=remote).transferred)
+        except BuildRunning as exc:
+            return _fail(str(exc), code=3)
         except no_remote:
             return _fail(NO_REMOTE)
         except (bad_remote, dvc_error) as exc:
@@ -93,11 +96,11 @@ class Pull(Command):
         no_remote, bad_remote, dvc_error = _remote_errors()
         root = plan()[1].root
         try:
-            RunLock(root / ".doit.lock").acquire()  # pulling rewrites outputs: never under a build
+            hold(root)  # pulling rewrites outputs: never under a build
             with Repo(str(root)) as repo:
                 stats = repo.pull(remote=opt_values["remote"] or None, run_cache=True)
         except BuildRunning as exc:
-            return _fail(str(exc))
+            return _fail(str(exc), code=3)
         except no_remote:
             return _fail(NO_REMOTE)
         except (bad_remote, dvc_error) as exc:

@@ -6,8 +6,6 @@ import time
 
 from doit.reporter import ConsoleReporter
 
-from tasks.build.artifacts import sweep_leftovers
-from tasks.build.runlock import BuildRunning, RunLock
 from tasks.pipeline import plan
 from tasks.ui import console, human_size
 
@@ -22,18 +20,6 @@ class Reporter(ConsoleReporter):
         self.started: dict[str, float] = {}
         self.ran = 0
         self.status: dict[str, str] = {}  # stage: what this run did with it, for the summary table
-
-    def initialize(self, tasks, selected_tasks):
-        """A build starts: take the checkout's run lock (held until this process exits), then sweep
-        what killed runs left behind."""
-        paths = plan()[1]
-        try:
-            RunLock(paths.root / ".doit.lock").acquire()
-        except BuildRunning as exc:
-            console.print(f"[bold red]error:[/] {exc}")
-            raise SystemExit(3) from None
-        for folder in sweep_leftovers(paths):
-            console.print(f"[dim]removed {folder.relative_to(paths.root)}, left by a killed run[/]")
 
     def execute_task(self, task):
         self.started[task.name] = time.perf_counter()

@@ -140,21 +140,42 @@ def diff_table(stage, root, rel: str, rev_a: str, rev_b: str) -> Table:
     return table
 
 
+def _artifact_names() -> str:
+    aliases = {stage: alias for alias, stage in ALIASES.items()}
+    return ", ".join(f"{s.name} ({aliases[s.name]})" if s.name in aliases else s.name for s in STAGES)
+
+
 class Versions(Command):
     doc_purpose = "list each artifact's versions in git history (or diff two of them)"
-    doc_usage = "[--artifact NAME] [--diff REV_A [REV_B]]"
-    doc_description = (
-        "A table per artifact: commit, date, content hash, what it was built from and its key metrics;\n"
-        "● marks the version in the workspace. Names: data, base, awq, adapter, onnx, smoke, eval.\n"
-        "--diff REV_A [REV_B]: the build records of two versions side by side (REV_B defaults to the\n"
-        "workspace; `workspace` names it explicitly)."
+    doc_usage = "[--artifact NAME] [--diff REV_A [--to REV_B]]"
+    # doit wraps each line of this on its own: one line per paragraph.
+    doc_description = "\n".join(
+        (
+            "A table per artifact: commit, date, content hash, what it was built from and its key metrics; "
+            "● marks the version in the workspace.",
+            f"Artifact names (--artifact): {_artifact_names()}.",
+            "--diff REV_A: the build records of that version and the workspace's side by side; "
+            "--to REV_B compares with REV_B instead (`workspace` names the workspace).",
+        )
     )
     cmd_options = (
-        {"name": "artifact", "long": "artifact", "type": str, "default": "", "help": "one artifact only"},
-        {"name": "diff", "long": "diff", "type": bool, "default": False, "help": "compare two revisions"},
+        {"name": "artifact", "long": "artifact", "type": str, "default": "", "help": "one artifact only (see below)"},
+        {"name": "diff", "long": "diff", "type": str, "default": "", "help": "compare this revision's build record"},
+        {
+            "name": "to",
+            "long": "to",
+            "type": str,
+            "default": WORKSPACE,
+            "help": "...with this one's (default: workspace)",
+        },
     )
 
     def execute(self, opt_values, pos_args):
+        if pos_args:
+            ui.console.print(
+                f"[bold red]error:[/] unexpected {' '.join(pos_args)!r}: revisions go after --diff and --to"
+            )
+            return 1
         _, paths = plan()
         chosen = ALIASES.get(opt_values["artifact"], opt_values["artifact"])
         selected = [s for s in STAGES if not chosen or s.name == chosen]
@@ -166,10 +187,7 @@ class Versions(Command):
             for stage in selected:
                 rel = paths.dvc_file(stage.name).relative_to(paths.root).as_posix()
                 if opt_values["diff"]:
-                    if not pos_args:
-                        raise ValueError("--diff needs a revision (and optionally a second): --diff HEAD~1 HEAD")
-                    revs = [*pos_args, WORKSPACE][:2]
-                    ui.console.print(diff_table(stage, paths.root, rel, *revs))
+                    ui.console.print(diff_table(stage, paths.root, rel, opt_values["diff"], opt_values["to"]))
                 else:
                     ui.console.print(version_table(stage, paths.root, rel))
         except subprocess.CalledProcessError as exc:

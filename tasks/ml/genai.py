@@ -7,10 +7,41 @@ import time
 from pathlib import Path
 
 
+def _file_entries(node, where: str = ""):
+    """(key path, value) of every genai_config entry that names a file to load: model files
+    (`filename`) and shared libraries (`custom_ops_library`, any `*library*` key)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            inner = f"{where}.{key}" if where else key
+            if isinstance(value, str) and ("filename" in key or "library" in key):
+                yield inner, value
+            else:
+                yield from _file_entries(value, inner)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _file_entries(value, f"{where}[{i}]")
+
+
+def check_config(model_dir: Path) -> None:
+    """Refuse a genai_config.json that would load a file from outside its folder: onnxruntime
+    loads a custom-ops library as native code, and a model folder can come from a cache or a
+    remote (StageError naming the key)."""
+    from tasks.errors import StageError
+    from tasks.paths import within
+
+    config = model_dir / "genai_config.json"
+    for key, value in _file_entries(json.loads(config.read_text())):
+        try:
+            within(model_dir, value, f"{config}: {key}:")
+        except StageError:
+            raise StageError(f"{config}: {key} points at {value!r}, outside the model folder: refused") from None
+
+
 def load_model(model_dir: Path, device: str):
     """An og.Model on `device`; a CUDA-built model also runs on the CPU provider."""
     import onnxruntime_genai as og
 
+    check_config(model_dir)
     config = og.Config(str(model_dir))
     if device == "cpu":
         config.clear_providers()

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 from tasks.build.stage import Stage
+from tasks.paths import within
 
 SYNTHETIC = ("synthetic", "tiny")
 
@@ -139,10 +140,21 @@ def _gguf(params, paths, out: Path, channel) -> dict:
 
 
 def _hub(params, paths, out: Path, channel) -> dict:
-    from huggingface_hub import snapshot_download
+    """The repo's checkpoint files at one commit. huggingface_hub joins file names to `local_dir` as
+    they come, so every name is checked first, and only the checked names (at the commit they were
+    listed at) are downloaded."""
+    import glob
+    from fnmatch import fnmatch
+
+    from huggingface_hub import HfApi, snapshot_download
 
     cfg = params.base
-    snapshot_download(cfg.model_id, revision=cfg.revision, local_dir=out, allow_patterns=_patterns(params))
+    info = HfApi().model_info(cfg.model_id, revision=cfg.revision or "main")
+    names = [s.rfilename for s in info.siblings or [] if any(fnmatch(s.rfilename, p) for p in _patterns(params))]
+    for name in names:
+        within(out, name, f"hub file of {cfg.model_id}:")
+    exact = [glob.escape(name) for name in names]
+    snapshot_download(cfg.model_id, revision=info.sha, local_dir=out, allow_patterns=exact)
     shutil.rmtree(out / ".cache", ignore_errors=True)  # hub bookkeeping, not part of the model
     return {}
 

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from tasks.build.stage import Stage
+from tasks.ml.genai import check_config
 
 STAGE = Stage(
     name="export",
@@ -23,6 +24,7 @@ STAGE = Stage(
     upstream=("quantize", "finetune"),
     libraries=("onnxruntime-genai", "onnxruntime-genai-cuda", "onnxruntime", "onnxruntime-gpu", "onnx", "transformers"),
     params=("export",),
+    verify=check_config,  # a copy from the run-cache or a remote loads no library from elsewhere
 )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tasks.azureml.client import workspace_missing
 from tasks.build.stage import Stage
 
 STAGE = Stage(
@@ -24,6 +25,7 @@ STAGE = Stage(
     tracked_copies=(("model.json", "models/registry/{name}.json"),),  # name and version, for git
     # Only when params name a workspace does a plain `doit` register.
     in_default_build=lambda params: params.azure.configured,
+    unable=lambda params: workspace_missing(params.azure, "register"),  # said before export builds
 )
 
 HASH_TAG = "dvc_md5"

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.conftest import PLAIN, ROOT, as_in_a_terminal, doit, edit_params
-from tests.fakes.azure import ACCOUNT, CLIENT_SECRET, CONTAINER, add_model
+from tests.fakes.azure import ACCOUNT, ACCOUNT_KEY, CLIENT_SECRET, CONTAINER, NO_DATA_ROLE, add_model
 
 pytestmark = pytest.mark.slow
 
@@ -123,7 +123,7 @@ def test_register_without_a_workspace_says_what_to_set(built_copy, tmp_path):
     run = doit(built_copy)  # not configured: the default build leaves register out
     assert run.returncode == 0 and run.ran == [] and "register" not in run.output
     run = doit(built_copy, "register", env=azure_env(tmp_path / "azure"))
-    assert run.returncode != 0 and run.failed == ["register"]
+    assert run.returncode == 1 and run.failed == ["register"]
     assert "azure.subscription_id, azure.resource_group, azure.workspace not set" in run.output
     assert "AZURE_CLIENT_SECRET" in run.output  # where credentials come from instead
     assert not (built_copy / "models/registry").exists() and not (built_copy / "models/tiny/registry.dvc").exists()
@@ -133,7 +133,7 @@ def test_register_without_a_workspace_says_what_to_set(built_copy, tmp_path):
 def test_auth_failure_is_clear_and_records_nothing(built_copy, tmp_path):
     configure(built_copy)
     run = doit(built_copy, "register", env=azure_env(tmp_path / "azure", secret="wrong-secret"))
-    assert run.returncode != 0 and run.failed == ["register"]
+    assert run.returncode == 1 and run.failed == ["register"]
     assert "Azure sign-in failed while registering model ft-for-travel" in run.output
     assert "AADSTS7000215" in run.output and "Traceback" not in run.output
     models, log = service(tmp_path / "azure")
@@ -142,13 +142,39 @@ def test_auth_failure_is_clear_and_records_nothing(built_copy, tmp_path):
     assert "wrong-secret" not in (built_copy / "logs/register.log").read_text()
 
 
-def test_no_secret_in_records_logs_or_tags(registered):
-    project, _, state = registered
-    files = [*project.rglob("*.dvc"), *(project / "models/metrics").rglob("*.json"), *(project / "logs").iterdir()]
-    files += [project / "models/registry/tiny.json", state / "models.json", project / "params.yaml"]
+def test_blob_storage_is_reached_with_the_identity_first(registered):
+    _, _, state = registered
+    log = service(state)[1]
+    assert not any("listSecrets" in line for line in log)  # the account key was never fetched
+    assert any(line.startswith("PUT labstore.blob.core.windows.net") for line in log)
+
+
+# Every secret the fake hands out or accepts: the client secret, bearer tokens, the account key, a SAS.
+SECRETS = (CLIENT_SECRET, "fake-token-", ACCOUNT_KEY, "fake-account-key", "sig=fake-sas")
+
+
+def test_no_secret_in_any_record_log_or_tag(built_copy, tmp_path):
+    """Every Azure path in two runs: an identity without a data role on the storage account (so the
+    account key is fetched), a base from a registry (through a SAS URI), finetune as a job,
+    register. Then no secret is in any record, log, tag, metrics file or params."""
+    state = tmp_path / "azure"
+    add_model(state, built_copy / "models/tiny/base", "phi-lab", "3", registry="azureml")
+    (state / NO_DATA_ROLE).touch()
+    _use_asset(built_copy, "azureml://registries/azureml/models/phi-lab/versions/3")
+    _remote(built_copy, "finetune")
+    run = doit(built_copy, env=azure_env(state))
+    assert run.returncode == 0 and run.ran == ["base", "register"], run.output
+    run = doit(built_copy, "-s", "-a", "finetune", env=azure_env(state))
+    assert run.returncode == 0 and run.ran == ["finetune"], run.output
+    log = service(state)[1]
+    assert any("listSecrets" in line for line in log) and any("/datarefs/phi-lab/" in line for line in log)
+    files = [*built_copy.rglob("*.dvc"), *(built_copy / "models/metrics").rglob("*.json"), *built_copy.glob("logs/*")]
+    files += [*(built_copy / ".dvc/cache/runs").rglob("*"), built_copy / "models/registry/tiny.json"]
+    files += [state / "models.json", state / "jobs.json", built_copy / "params.yaml"]
     for path in files:
         if path.is_file():
-            assert CLIENT_SECRET not in path.read_text(errors="replace"), path
+            text = path.read_text(errors="replace")
+            assert not [secret for secret in SECRETS if secret in text], path
 
 
 # -- base.source: azureml --------------------------------------------------------------------------
@@ -169,7 +195,7 @@ def test_base_from_an_azureml_asset(built_copy, tmp_path, form):
     else:
         configure(built_copy)
         add_model(state, built_copy / "models/tiny/base", "phi-lab", "3", workspace=WORKSPACE_IDS)
-        asset, call = "azureml:phi-lab:3", "/datastores/workspaceblobstore/listSecrets"
+        asset, call = "azureml:phi-lab:3", f"GET {ACCOUNT}.blob.core.windows.net/{CONTAINER}/LocalUpload/phi-lab/3/"
     _use_asset(built_copy, asset)
     run = doit(built_copy, env=azure_env(state))
     registers = ["register"] if form == "workspace" else []  # a workspace in params: register is in the build
@@ -183,7 +209,7 @@ def test_missing_azureml_asset_is_a_clear_error(built_copy, tmp_path):
     configure(built_copy)
     _use_asset(built_copy, "azureml:no-such-model:1")
     run = doit(built_copy, env=azure_env(tmp_path / "azure"))
-    assert run.returncode != 0 and run.failed == ["base"] and run.ran == []
+    assert run.returncode == 1 and run.failed == ["base"] and run.ran == []
     assert "Azure ML refused downloading azureml:no-such-model:1: HTTP 404" in run.output
     assert (built_copy / "models/tiny/base/model.safetensors").is_file()  # the previous base is kept
 
@@ -229,7 +255,7 @@ def test_a_job_that_fails_remotely_fails_the_stage_with_its_error_and_log(built_
     no_gpu = "  gradient_checkpointing: false\n  device: cuda"  # the fake's compute has none
     edit_params(built_copy, "  gradient_checkpointing: false\n  device: auto", no_gpu)
     run = doit(built_copy, env=azure_env(tmp_path / "azure"))
-    assert run.returncode != 0 and run.failed == ["finetune"] and run.ran == []
+    assert run.returncode == 1 and run.failed == ["finetune"] and run.ran == []
     remote_error = r"Azure ML job lab-tiny-finetune-\w+ failed: params.yaml: finetune.device: cuda"
     assert re.search(remote_error, run.output), run.output
     assert "job log (last lines)" in run.output
@@ -241,18 +267,18 @@ def test_azureml_executor_without_compute_says_what_to_set(built_copy, tmp_path)
     _remote(built_copy, "finetune")
     edit_params(built_copy, "  compute: gpu-cluster", "  compute: null")
     run = doit(built_copy, "-s", "-a", "finetune", env=azure_env(tmp_path / "azure"))
-    assert run.returncode != 0 and run.failed == ["finetune"]
+    assert run.returncode == 1 and run.failed == ["finetune"]
     assert "params.yaml: jobs.compute not set" in run.output
     assert not any("/jobs/" in line for line in service(tmp_path / "azure")[1])
 
 
-def test_ctrl_c_cancels_the_running_job(built_copy, tmp_path):
-    state = tmp_path / "azure"
-    _remote(built_copy, "finetune")
-    edit_params(built_copy, "max_steps: 100", "max_steps: 400")  # long enough to interrupt
+def _start_remote_finetune(project: Path, state: Path) -> subprocess.Popen:
+    """`doit finetune` as an Azure ML job, long enough to interrupt; returns once the job runs."""
+    _remote(project, "finetune")
+    edit_params(project, "max_steps: 100", "max_steps: 150")
     proc = subprocess.Popen(
         [sys.executable, "-m", "doit", "finetune"],
-        cwd=built_copy,
+        cwd=project,
         env={**os.environ, **PLAIN, **azure_env(state)},
         text=True,
         stdout=subprocess.PIPE,
@@ -265,9 +291,50 @@ def test_ctrl_c_cancels_the_running_job(built_copy, tmp_path):
     while not (jobs.exists() and '"Running"' in jobs.read_text()) and time.monotonic() < deadline:
         time.sleep(0.2)
     time.sleep(1)
-    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal
+    return proc
+
+
+def _jobs(state: Path) -> list[dict]:
+    return list(json.loads((state / "jobs.json").read_text()).values())
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_sigterm_cancels_the_running_job(built_copy, tmp_path, sig):
+    state = tmp_path / "azure"
+    proc = _start_remote_finetune(built_copy, state)
+    if sig == "SIGINT":
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal: the whole process group
+    else:
+        os.kill(proc.pid, signal.SIGTERM)  # to doit alone
     output, _ = proc.communicate(timeout=120)
-    assert proc.returncode != 0 and "interrupted (Ctrl-C): finetune stopped" in output, output
-    (job,) = json.loads(jobs.read_text()).values()
+    assert proc.returncode == 1 and "interrupted (Ctrl-C or SIGTERM): finetune stopped" in output, output
+    (job,) = _jobs(state)
     assert job["properties"]["status"] == "Canceled"
     assert any(line.startswith("POST") and line.endswith("/cancel") for line in service(state)[1])
+    assert not (built_copy / "logs/finetune.azureml-job.json").exists()
+
+
+@pytest.mark.parametrize("then", ["same inputs", "inputs changed"])
+def test_a_job_left_by_a_killed_run_is_reattached_or_cancelled(built_copy, tmp_path, then):
+    """doit SIGKILLed while its job runs: the job is recorded; the next run follows that job to its
+    end if the inputs are the same (no second job), and cancels it if they changed."""
+    state = tmp_path / "azure"
+    proc = _start_remote_finetune(built_copy, state)
+    os.killpg(proc.pid, signal.SIGKILL)  # no cleanup runs: the job keeps running on Azure ML
+    proc.communicate(timeout=60)
+    (left,) = _jobs(state)
+    assert left["properties"]["status"] == "Running"
+    assert json.loads((built_copy / "logs/finetune.azureml-job.json").read_text())["job"] == left["name"]
+    if then == "inputs changed":
+        edit_params(built_copy, "max_steps: 150", "max_steps: 20")
+    run = doit(built_copy, "finetune", env=azure_env(state))
+    assert run.returncode == 0 and run.ran == ["finetune"], run.output
+    jobs = {job["name"]: job["properties"]["status"] for job in _jobs(state)}
+    log = (built_copy / "logs/finetune.log").read_text()
+    if then == "same inputs":
+        assert jobs == {left["name"]: "Completed"}
+        assert f"reattached to Azure ML job {left['name']}" in log
+    else:
+        assert jobs.pop(left["name"]) == "Canceled" and list(jobs.values()) == ["Completed"]
+        assert f"cancelled Azure ML job {left['name']}, left running by an interrupted run" in log
+    assert not (built_copy / "logs/finetune.azureml-job.json").exists()

@@ -20,7 +20,7 @@ def test_bad_data_line_fails_data_and_nothing_after_it(built_copy):
     data = built_copy / "data" / "data_sample_travel.jsonl"
     data.write_bytes(data.read_bytes() + b'\r\n{"prompt": "Rome?", "respons": "Walk."}\r\n')
     run = doit(built_copy)
-    assert run.returncode != 0
+    assert run.returncode == 1
     assert run.failed == ["data"] and run.ran == []
     assert f"{data}:290: missing key 'response'" in run.output
     assert "log: " in run.output and "Traceback" not in run.output
@@ -31,14 +31,14 @@ def test_bad_data_line_fails_data_and_nothing_after_it(built_copy):
 def test_misspelt_params_key_names_it_and_runs_nothing(built_copy):
     edit_params(built_copy, "max_steps: 100", "max_step: 100")
     run = doit(built_copy)
-    assert run.returncode != 0 and run.ran == []
+    assert run.returncode == 1 and run.ran == []
     assert "finetune.max_step: unknown key (did you mean 'max_steps'?)" in run.output
 
 
 def test_cuda_requested_without_cuda_is_a_clear_error(built_copy):
     edit_params(built_copy, "device: auto        # auto | cpu | cuda", "device: cuda")
     run = doit(built_copy)
-    assert run.returncode != 0 and run.failed == ["quantize"] and run.ran == []
+    assert run.returncode == 1 and run.failed == ["quantize"] and run.ran == []
     assert "params.yaml: quantize.device: cuda, but torch" in run.output
     assert "sees no CUDA device" in run.output
 
@@ -46,7 +46,7 @@ def test_cuda_requested_without_cuda_is_a_clear_error(built_copy):
 def test_data_path_outside_the_project_is_refused(built_copy):
     edit_params(built_copy, "path: data/data_sample_travel.jsonl", "path: ../../../etc/passwd")
     run = doit(built_copy)
-    assert run.returncode != 0 and run.ran == []
+    assert run.returncode == 1 and run.ran == []
     assert "data.path: '../../../etc/passwd' is outside the project" in run.output
 
 
@@ -71,7 +71,7 @@ def test_bad_local_base_folder(built_copy, tmp_path, config, message):
     edit_params(built_copy, "source: synthetic ", f"source: local\n  path: {folder}\n ")
     before = _records(built_copy)
     run = doit(built_copy)
-    assert run.returncode != 0 and run.failed == ["base"] and run.ran == []
+    assert run.returncode == 1 and run.failed == ["base"] and run.ran == []
     assert message.format(folder=folder) in run.output
     assert _records(built_copy) == before
 
@@ -99,7 +99,7 @@ def test_disk_full_keeps_the_previous_artifact(built_copy):
     before = {p.name: p.read_bytes() for p in (built_copy / "data/prepared").iterdir()}
     edit_params(built_copy, "seed: 42", "seed: 43")
     run = doit(built_copy, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, 40_000)))
-    assert run.returncode != 0 and run.failed == ["data"]
+    assert run.returncode == 1 and run.failed == ["data"]
     assert "disk full while writing" in run.output and "File too large" in run.output
     assert "data/prepared is untouched" in run.output
     assert {p.name: p.read_bytes() for p in (built_copy / "data/prepared").iterdir()} == before
@@ -119,3 +119,30 @@ def test_no_secret_reaches_logs_records_metrics_or_params(built_copy):
     for path in [*records, *(built_copy / "logs").iterdir(), built_copy / "params.yaml"]:
         if path.is_file():
             assert secret not in path.read_text(errors="replace"), path
+
+
+def test_a_diverging_run_through_the_real_trainer_fails_finetune(built_copy):
+    """A learning rate that overflows the weights: every later gradient is non-finite, each such
+    step is skipped and counted, and past 10 % of the steps the stage fails; the adapter is kept."""
+    before = (built_copy / "models/tiny/ft/adapter.dvc").read_text()
+    edit_params(built_copy, "learning_rate: 0.0002", "learning_rate: 1.0e+30")
+    edit_params(built_copy, "max_steps: 100", "max_steps: 20")
+    run = doit(built_copy)
+    assert run.returncode == 1 and run.failed == ["finetune"] and run.ran == [], run.output
+    assert "training diverged" in run.output
+    assert (built_copy / "models/tiny/ft/adapter.dvc").read_text() == before
+
+
+def test_disk_full_in_finetune_keeps_the_previous_adapter(built_copy):
+    """The same full disk (RLIMIT_FSIZE) while finetune writes its adapter (~800 kB)."""
+    import resource
+
+    before = (built_copy / "models/tiny/ft/adapter.dvc").read_text()
+    edit_params(built_copy, "max_steps: 100", "max_steps: 10")
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))  # noqa: E731
+    run = doit(built_copy, preexec_fn=limit)
+    assert run.returncode == 1 and run.failed == ["finetune"], run.output
+    assert "disk full while writing" in run.output and "is untouched" in run.output, run.output
+    assert (built_copy / "models/tiny/ft/adapter.dvc").read_text() == before
+    assert (built_copy / "models/tiny/ft/adapter/adapter_model.safetensors").is_file()
+    assert not list((built_copy / "models/tiny/ft").glob(".tmp-*"))

@@ -28,6 +28,12 @@ def _append(project: Path, rel: str, text: str) -> None:
         f.write(text)
 
 
+def _edit_through_the_link(project: Path) -> None:
+    path = project / "models/tiny/ft/adapter/adapter_config.json"
+    assert path.stat().st_nlink == 2 and path.stat().st_mode & 0o777 == 0o444  # as a checkout has it
+    _append(project, "models/tiny/ft/adapter/adapter_config.json", " ")
+
+
 def _local_base(project: Path) -> None:
     """Switch to `source: local`, a folder holding the very checkpoint the tiny source made."""
     folder = shutil.copytree(project / "models/tiny/base", project.parent / "checkpoint")
@@ -56,12 +62,14 @@ CHANGES = {
     "a helper of base": (lambda p: _append(p, "tasks/ml/synthetic_model.py", "# reviewed\n"), ["base"]),
     # Restored from DVC's cache: same inputs, and the cached copy passes DVC's hash check.
     "quantize output deleted": (lambda p: shutil.rmtree(p / "models/tiny/awq"), [], ["quantize"]),
-    # The test's copy of the project has no hard links into the cache, whose copy is intact: restored.
-    # (Edited through a hard link, the cached copy is damaged too: see test_versions.py, rebuilt.)
-    "adapter edited by hand": (
-        lambda p: _append(p, "models/tiny/ft/adapter/adapter_config.json", " "),
+    # The edit goes through DVC's hard link into the cache, whose hash check then fails: rebuilt,
+    # with the same bytes, so nothing after it runs.
+    "adapter edited in place": (_edit_through_the_link, ["finetune"]),
+    # A file added by hand: the folder no longer matches its record; the version DVC holds comes back.
+    "file added to an artifact by hand": (
+        lambda p: (p / "models/tiny/awq/notes.txt").write_text("x"),
         [],
-        ["finetune"],
+        ["quantize"],
     ),
     # The same bytes from another source: base re-runs, its content hash is unchanged, nothing else runs.
     "base from a local folder": (_local_base, ["base"]),
@@ -108,10 +116,12 @@ def test_forget_verifies_the_output_instead_of_recomputing(built_copy):
     assert "verified in place" in run.output
 
 
-def test_info_says_why_a_stage_is_stale(built_copy):
+def test_info_says_first_why_a_stage_is_stale_or_that_it_is_up_to_date(built_copy):
+    run = doit(built_copy, "info", "finetune")
+    assert run.returncode == 0 and run.output.startswith("finetune: up to date"), run.output
     edit_params(built_copy, "max_steps: 100", "max_steps: 30")
     run = doit(built_copy, "info", "finetune")
-    assert "changed: params.finetune.max_steps" in run.output, run.output
+    assert run.returncode == 1 and run.output.startswith("finetune: stale: changed: params.finetune.max_steps")
 
 
 def test_export_with_fp32_compute_matches_torch_closely(built_copy):
@@ -137,3 +147,24 @@ def test_a_forced_rebuild_gives_the_same_bytes(built_copy, stage):
 
 def _md5_line(dvc_file: Path) -> str:
     return next(line for line in dvc_file.read_text().splitlines() if "md5:" in line)
+
+
+def test_a_library_version_bump_makes_the_stages_using_it_stale(built_copy, tmp_path):
+    """A newer olive-ai (its metadata, on PYTHONPATH ahead of the installed one): finetune, the one
+    stage that uses it, rebuilds; its output has the same bytes, so nothing after it runs."""
+    dist = tmp_path / "newer" / "olive_ai-99.0.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: olive-ai\nVersion: 99.0.0\n")
+    env = {"PYTHONPATH": str(tmp_path / "newer")}
+    info = doit(built_copy, "info", "finetune", env=env)
+    assert info.output.startswith("finetune: stale: changed: libraries.olive-ai"), info.output
+    run = doit(built_copy, env=env)
+    assert run.returncode == 0 and run.ran == ["finetune"], run.output
+    assert doit(built_copy).ran == ["finetune"]  # back to the installed version: stale again
+
+
+def test_doit_stage_builds_up_to_that_stage_and_no_further(built_copy):
+    edit_params(built_copy, "eval_fraction: 0.1", "eval_fraction: 0.2")  # every stage is stale
+    run = doit(built_copy, "finetune")
+    assert run.returncode == 0 and run.ran == ["data", "base", "quantize", "finetune"], run.output
+    assert doit(built_copy).ran == ["export", "smoke", "evaluate"]

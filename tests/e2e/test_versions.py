@@ -77,7 +77,7 @@ def test_versions_lists_each_build_with_what_it_was_built_from(history):
 
 
 def test_versions_diff_shows_the_build_records_side_by_side(history):
-    run = doit(history, "versions", "--artifact", "adapter", "--diff", "HEAD~1", "HEAD")
+    run = doit(history, "versions", "--artifact", "adapter", "--diff", "HEAD~1", "--to", "HEAD")
     assert run.returncode == 0, run.output
     line = next(line for line in run.output.splitlines() if "fingerprint.params.finetune.learning_rate" in line)
     assert "0.0002" in line and "0.001" in line

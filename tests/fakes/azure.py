@@ -29,6 +29,7 @@ from email.utils import formatdate
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 from xml.etree import ElementTree
+from xml.sax.saxutils import escape
 
 import requests
 from azure.core.pipeline.transport import RequestsTransport
@@ -52,6 +53,8 @@ REG = (
     + r"/registries/(?P<registry>[^/]+)"
 )
 CLIENT_SECRET = "fake-secret"  # the one AZURE_CLIENT_SECRET the fake accepts
+ACCOUNT_KEY = base64.b64encode(b"fake-account-key").decode()  # what listSecrets hands out
+NO_DATA_ROLE = "no-data-role"  # a file in the state folder: the identity may not use Blob storage
 WS = r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)" + PROVIDER + r"/workspaces/(?P<ws>[^/]+)"
 
 
@@ -109,11 +112,20 @@ class FakeService(HTTPAdapter):
         for method, host, pattern, handler in self.routes:
             on_host, match = re.fullmatch(host, url.netloc), re.fullmatch(pattern, path)
             if method == request.method and on_host and match:
-                if host != TENANT_HOST and not _authorized(request):
+                if host != TENANT_HOST and not _authorized(request, storage=host == BLOB_HOST):
                     return self._respond(request, 401, _arm_error("InvalidAuthenticationToken", "bad token"))
+                if host == BLOB_HOST and self._no_data_role(request):
+                    denied = _blob_error("AuthorizationPermissionMismatch", "This request is not authorized.")
+                    return self._respond(request, 403, denied, {"x-ms-error-code": "AuthorizationPermissionMismatch"})
                 args = on_host.groupdict() | match.groupdict()
                 return self._respond(request, *handler(request, parse_qs(url.query), **args))
         return self._respond(request, 404, _arm_error("ResourceNotFound", f"{request.method} {path}: no such resource"))
+
+    def _no_data_role(self, request) -> bool:
+        """An Entra ID token on a storage account where the identity holds no data role
+        (`NO_DATA_ROLE` file in the state folder): Blob storage answers 403."""
+        bearer = request.headers.get("Authorization", "").startswith("Bearer ")
+        return bearer and (self.state / NO_DATA_ROLE).exists()
 
     # -- plumbing --------------------------------------------------------------------------------
     def _log(self, line: str) -> None:
@@ -187,13 +199,15 @@ class FakeService(HTTPAdapter):
                 },
                 {},
             )
+        scope = parse_qs(_body(request).decode()).get("scope", [""])[0]
+        audience = "storage" if "storage.azure.com" in scope else "arm"
         return (
             200,
             {
                 "token_type": "Bearer",
                 "expires_in": 3599,
                 "ext_expires_in": 3599,
-                "access_token": f"fake-token-{uuid.uuid4().hex}",
+                "access_token": f"fake-token-{audience}-{uuid.uuid4().hex}",
             },
             {},
         )
@@ -275,7 +289,7 @@ class FakeService(HTTPAdapter):
         return 200, {"value": [self.datastore(request, query, sub, rg, ws, "workspaceblobstore")[1]]}, {}
 
     def datastore_secrets(self, request, query, sub, rg, ws, name):
-        return 200, {"secretsType": "AccountKey", "key": base64.b64encode(b"fake-account-key").decode()}, {}
+        return 200, {"secretsType": "AccountKey", "key": ACCOUNT_KEY}, {}
 
     # -- Azure ML: command jobs, run on this machine by `python -m tests.fakes.azure run-job` ---------
     def put_job(self, request, query, sub, rg, ws, name):
@@ -417,11 +431,12 @@ class FakeService(HTTPAdapter):
         prefix = query.get("prefix", [""])[0]
         root = self._blob_path(account, container)
         items = []
-        for path in sorted(root.rglob("*")):
-            name = path.relative_to(root).as_posix()
-            if path.is_file() and name.startswith(prefix):
+        found = {p.relative_to(root).as_posix(): p.stat().st_size for p in sorted(root.rglob("*")) if p.is_file()}
+        found |= {name: len(data) for name, data in self._hostile(account, container).items()}
+        for name, size in found.items():
+            if name.startswith(prefix):
                 items.append(
-                    f"<Blob><Name>{name}</Name><Properties><Content-Length>{path.stat().st_size}</Content-Length>"
+                    f"<Blob><Name>{escape(name)}</Name><Properties><Content-Length>{size}</Content-Length>"
                     "<BlobType>BlockBlob</BlobType><Content-Type>application/octet-stream</Content-Type></Properties></Blob>"
                 )
         xml = (
@@ -432,16 +447,26 @@ class FakeService(HTTPAdapter):
         )
         return 200, xml.encode(), {"Content-Type": "application/xml"}
 
+    def _hostile(self, account: str, container: str) -> dict[str, bytes]:
+        """Blobs whose names no file system path holds (`..` segments, a leading `/`): Blob storage
+        accepts such names, so a container a stranger can write to may list them."""
+        hostile = self.state / "hostile_blobs.json"
+        found = json.loads(hostile.read_text()) if hostile.exists() else {}
+        return {name: data.encode() for name, data in found.get(f"{account}/{container}", {}).items()}
+
     def get_blob(self, request, query, account, container, blob):
-        path = self._blob_path(account, container, blob)
-        if not path.is_file():
+        hostile = self._hostile(account, container)
+        if blob in hostile:
+            data = hostile[blob]
+        elif not (path := self._blob_path(account, container, blob)).is_file():
             missing = _blob_error("BlobNotFound", "The specified blob does not exist.")
             return 404, missing, {"x-ms-error-code": "BlobNotFound"}
-        data = path.read_bytes()
+        else:
+            data = path.read_bytes()
         headers = {
             "x-ms-blob-type": "BlockBlob",
             "ETag": _etag(data),
-            "Last-Modified": formatdate(path.stat().st_mtime, usegmt=True),
+            "Last-Modified": formatdate(usegmt=True),
             "Content-Type": "application/octet-stream",
             "Accept-Ranges": "bytes",
         }
@@ -493,6 +518,14 @@ def add_model(
     return asset
 
 
+def add_hostile_blob(state: Path, asset_folder: str, name: str, data: str) -> None:
+    """List a blob named `<the registry model's folder>/<name>` (e.g. `../../x`) beside its files."""
+    path = state / "hostile_blobs.json"
+    found = json.loads(path.read_text()) if path.exists() else {}
+    found.setdefault(f"{REGISTRY_ACCOUNT}/{REGISTRY_CONTAINER}", {})[f"{asset_folder}/{name}"] = data
+    path.write_text(json.dumps(found))
+
+
 def _resource(arm_id: str, properties: dict, created_by: str = "lab-ci") -> dict:
     """An ARM resource as Azure ML returns it: id, name (its last segment), type, properties, systemData."""
     parts = arm_id.split("/providers/Microsoft.MachineLearningServices/")[-1].split("/")
@@ -513,9 +546,12 @@ def _listing(versions: dict, query: dict) -> list[dict]:
     return found[: int(query.get("$top", [len(found) or 1])[0])]
 
 
-def _authorized(request) -> bool:
+def _authorized(request, storage: bool) -> bool:
+    """A token for this service's audience (Blob storage or ARM), an account key's signature or a SAS."""
     auth = request.headers.get("Authorization", "")
-    return auth.startswith("Bearer fake-token-") or auth.startswith("SharedKey ") or "sig=" in request.url
+    if auth.startswith("Bearer fake-token-"):
+        return auth.startswith(f"Bearer fake-token-{'storage' if storage else 'arm'}-")
+    return storage and (auth.startswith("SharedKey ") or "sig=" in request.url)
 
 
 def _body(request) -> bytes:

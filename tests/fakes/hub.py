@@ -17,9 +17,11 @@ from urllib.parse import unquote, urlparse
 
 
 class FakeHub:
-    def __init__(self, repo_id: str, folder: Path):
+    def __init__(self, repo_id: str, folder: Path, extra: dict[str, bytes] | None = None):
+        """`extra`: more files by name, including names no folder holds (`../x.json`), as a
+        repository's file list can carry them."""
         self.repo_id, self.folder = repo_id, folder
-        self.files = {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+        self.files = {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()} | (extra or {})
         self.sha = hashlib.sha1(b"".join(self.files.values())).hexdigest()  # a 40-hex commit id
         self.requests: list[str] = []
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())

@@ -1,0 +1,114 @@
+"""doit's own commands, fitted to the build (registered under their own names in pyproject.toml):
+
+- `doit` / `doit run`: refuses `-n` (stages share one DVC repository and doit's record), takes the
+  checkout's run lock whatever the reporter, and sweeps what killed runs left;
+- `doit forget`: under the run lock too (it rewrites doit's record);
+- `doit list`: the stages in build order, each one outside the default build saying so;
+- `doit info <stage>`: why the stage is stale, or that it is up to date, as its first line.
+"""
+
+from __future__ import annotations
+
+from doit.cmd_forget import Forget as DoitForget
+from doit.cmd_info import Info as DoitInfo
+from doit.cmd_list import List as DoitList
+from doit.cmd_run import Run as DoitRun
+
+from tasks.build.artifacts import sweep_leftovers
+from tasks.build.runlock import BuildRunning, hold
+from tasks.build.uptodate import UpToDate
+from tasks.errors import ParamsError
+from tasks.paths import find_root
+from tasks.pipeline import STAGES, plan
+from tasks.ui import console
+
+PARALLEL = (
+    "stages cannot run in parallel (doit -n): they share one DVC repository and doit's record; "
+    "run doit without -n (each stage already uses every core)"
+)
+
+
+def _locked() -> int | None:
+    """Take the run lock for this process; an exit code (3) if another run holds it."""
+    try:
+        hold(find_root())
+    except BuildRunning as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        return 3
+    return None
+
+
+class Run(DoitRun):
+    # doit passes options by the names in this signature: it must list them all.
+    def _execute(
+        self,
+        outfile,
+        verbosity=None,
+        always=False,
+        continue_=False,
+        reporter="console",
+        num_process=0,
+        par_type="process",
+        single=False,
+        auto_delayed_regex=False,
+        force_verbosity=False,
+        failure_verbosity=0,
+        pdb=False,
+    ):
+        if num_process and num_process > 1:
+            console.print(f"[bold red]error:[/] {PARALLEL}")
+            return 3
+        refused = _locked()
+        if refused:
+            return refused
+        _sweep()
+        options = dict(verbosity=verbosity, always=always, continue_=continue_, reporter=reporter)
+        options |= dict(num_process=num_process, par_type=par_type, single=single, pdb=pdb)
+        options |= dict(auto_delayed_regex=auto_delayed_regex, force_verbosity=force_verbosity)
+        return super()._execute(outfile, failure_verbosity=failure_verbosity, **options)
+
+
+def _sweep() -> None:
+    """Remove the staging and scratch folders killed runs left (only under the run lock)."""
+    try:
+        paths = plan()[1]
+    except ParamsError:
+        return  # the first stage reports it
+    for folder in sweep_leftovers(paths):
+        console.print(f"[dim]removed {folder.relative_to(paths.root)}, left by a killed run[/]")
+
+
+class Forget(DoitForget):
+    def _execute(self, forget_sub, forget_disable_default, forget_all):
+        return _locked() or super()._execute(forget_sub, forget_disable_default, forget_all)
+
+
+class List(DoitList):
+    doc_description = "Stages are listed in build order (`--sort=name` for alphabetical)."
+    cmd_options = tuple(
+        {**opt, "default": "definition"} if opt["name"] == "sort" else opt for opt in DoitList.cmd_options
+    )
+
+    def _execute(
+        self, subtasks=False, quiet=True, status=False, private=False, list_deps=False, template=None,
+        sort="definition", pos_args=None,
+    ):  # fmt: skip
+        order = {stage.name: i for i, stage in enumerate(STAGES)}
+        self.task_list.sort(key=lambda task: order.get(task.name.split(":")[0], len(order)))
+        return super()._execute(subtasks, quiet, status, private, list_deps, template, sort, pos_args)
+
+
+class Info(DoitInfo):
+    def _execute(self, pos_args, hide_status=False):
+        tasks = {task.name: task for task in self.task_list}
+        for name in pos_args if not hide_status else []:
+            task = tasks.get(name)
+            check = next((u for u, *_ in task.uptodate if isinstance(u, UpToDate)), None) if task else None
+            if check is None:
+                continue
+            status = self.dep_manager.get_status(task, tasks, get_log=True).status
+            if status == "up-to-date":
+                self.outstream.write(f"{name}: up to date (its inputs, code and output are as built)\n")
+            else:
+                self.outstream.write(f"{name}: stale: {check.reason}\n")
+        return super()._execute(pos_args, hide_status=hide_status)
