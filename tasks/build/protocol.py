@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -97,8 +98,18 @@ def explain(exc: Exception, out: Path, placed: bool) -> tuple[str, int]:
     if isinstance(exc, StageError):
         return str(exc), 2
     sys.stderr.write(redact(traceback.format_exc()))
-    if isinstance(exc, OSError) and exc.errno in DISK_FULL:
-        where = exc.filename or out
+    code = _disk_full(exc)
+    if code:
+        where = getattr(exc, "filename", None) or out
         kept = f"{out} was replaced but not recorded; it will rebuild" if placed else f"the previous {out} is untouched"
-        return f"disk full while writing {where} ({exc.strerror}); {kept}", 2
+        return f"disk full while writing {where} ({os.strerror(code)}); {kept}", 2
     return f"{type(exc).__name__}: {exc}", 1
+
+
+def _disk_full(exc: Exception) -> int | None:
+    """The errno of a full disk (or file size limit, or quota), from an OSError or from the text
+    of a library's own error (safetensors, written in Rust, says `... (os error 28)`)."""
+    if isinstance(exc, OSError):
+        return exc.errno if exc.errno in DISK_FULL else None
+    found = re.search(r"\(os error (\d+)\)", str(exc))
+    return int(found[1]) if found and int(found[1]) in DISK_FULL else None
