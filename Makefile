@@ -29,4 +29,4 @@ lock:  # re-pin constraints.txt from the current .venv (torch without its +cpu l
 	mv constraints.new constraints.txt
 
 faults:  # every kill point in every stage (~20 minutes); counts go to FAULTS.md
-	LAB_FAULT_MATRIX=1 $(BIN)/pytest -q tests/e2e/test_faults.py
+	LAB_FAULT_MATRIX=1 $(BIN)/pytest -q tests/e2e/test_faults.py tests/e2e/test_azure.py::test_ctrl_c_or_sigterm_cancels_the_running_job

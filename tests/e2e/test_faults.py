@@ -154,12 +154,12 @@ def _start(project: Path, stage: str, env: dict | None = None) -> tuple[subproce
 
 STOPS = {
     "Ctrl-C": lambda pid: os.killpg(pid, signal.SIGINT),  # what a terminal sends: the whole process group
-    "SIGTERM to doit": lambda pid: os.kill(pid, signal.SIGTERM),  # `kill`, a service manager, `timeout`
-    "SIGTERM to the group": lambda pid: os.killpg(pid, signal.SIGTERM),
+    "SIGTERM to the group": lambda pid: os.killpg(pid, signal.SIGTERM),  # `timeout`, a service manager
+    "SIGTERM to doit": lambda pid: os.kill(pid, signal.SIGTERM),  # `kill`: also test_azure's SIGTERM case
 }
 
 
-@pytest.mark.parametrize("stop", list(STOPS))
+@pytest.mark.parametrize("stop", list(STOPS) if FULL else list(STOPS)[:2])
 def test_ctrl_c_or_sigterm_stops_the_stage_and_removes_its_partial_output(project, stop):
     before = (project / "models/tiny/awq.dvc").read_text()
     edit_params(project, *STALE["quantize"])
