@@ -140,19 +140,8 @@ def _wait(client, name: str, follower: LogFollower, poll_seconds: float) -> str:
         time.sleep(poll_seconds)
 
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-def _interrupt_once(signum, frame):
-    """The first Ctrl-C or SIGTERM stops the wait; later ones (the parent forwards the terminal's)
-    are ignored from that instant, so they cannot cut the cancel request short."""
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
-    raise KeyboardInterrupt
-
-
 def _wait_or_cancel(client, name: str, follower: LogFollower, poll_seconds: float, record: Path) -> str:
-    previous = {sig: signal.signal(sig, _interrupt_once) for sig in STOP_SIGNALS}
+    previous = protocol.stop_once_on_signals()
     try:
         status = _wait(client, name, follower, poll_seconds)
     except KeyboardInterrupt:

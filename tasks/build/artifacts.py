@@ -40,8 +40,8 @@ def staging(final: Path):
     for stale in [*final.parent.glob(f".tmp-{final.name}-*"), *final.parent.glob(f".old-{final.name}-*")]:
         shutil.rmtree(stale, ignore_errors=True)  # left by a killed run; the run lock excludes a live one
     tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
-    tmp.mkdir()
     try:
+        tmp.mkdir()
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

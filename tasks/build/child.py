@@ -11,8 +11,6 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import shutil
-import signal
 import sys
 import time
 from datetime import datetime, timezone
@@ -88,9 +86,7 @@ def main(stage_name: str, job_file: str) -> int:
     paths = Paths(Path(job["root"]), params.name, job["outputs"])
     out = paths.output(stage_name)
     os.environ["LAB_STAGE"] = stage_name
-    signal.signal(signal.SIGTERM, protocol.stop_as_ctrl_c)  # a process-group SIGTERM cleans up like Ctrl-C
-    for scratch in paths.models.glob(f".{stage_name}-*"):  # a killed run's temporary folders
-        shutil.rmtree(scratch, ignore_errors=True)
+    protocol.stop_once_on_signals()  # Ctrl-C or SIGTERM: the cleanup below runs once, uninterrupted
     placed = False
     try:
         artifacts.failpoint("start")

@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import re
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -51,6 +52,24 @@ def stop_as_ctrl_c(signum, frame):
     """Signal handler: SIGTERM (a service manager, `timeout`, `kill`) stops like Ctrl-C, so the
     same cleanup runs: partial output removed, a remote job cancelled."""
     raise KeyboardInterrupt
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def stop_once(signum, frame):
+    """Signal handler for a process that cleans up when stopped (a stage removing its staging
+    folder, a job follower cancelling the job): the first Ctrl-C or SIGTERM stops it, later ones
+    are ignored from that instant. A terminal's Ctrl-C reaches the whole process group and the
+    parent forwards it again; a second KeyboardInterrupt would cut the cleanup short."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def stop_once_on_signals() -> dict:
+    """Install `stop_once` for SIGINT and SIGTERM; return the handlers it replaced."""
+    return {sig: signal.signal(sig, stop_once) for sig in STOP_SIGNALS}
 
 
 def die_with_parent() -> None:

@@ -93,6 +93,34 @@ def test_staging_replaces_only_on_success(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["artifact"]  # no .tmp- or .old- folder left
 
 
+STOPPED_TWICE = """
+import os, shutil, signal, sys, time
+from pathlib import Path
+from tasks.build import artifacts, protocol
+
+real_rmtree = shutil.rmtree
+def rmtree_after_a_second_ctrl_c(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGINT)  # the parent forwards the terminal's Ctrl-C during cleanup
+    time.sleep(0.2)
+    real_rmtree(*args, **kwargs)
+shutil.rmtree = rmtree_after_a_second_ctrl_c
+protocol.stop_once_on_signals()
+with artifacts.staging(Path(sys.argv[1])) as tmp:
+    (tmp / "partial.bin").write_bytes(b"x")
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(5)
+"""
+
+
+def test_a_second_ctrl_c_cannot_cut_the_cleanup_short(tmp_path):
+    """A terminal's Ctrl-C reaches the stage and doit, and doit forwards it: the stage sees two.
+    The second must not interrupt the removal of the partial output (it did, in CI)."""
+    final = tmp_path / "artifact"
+    proc = subprocess.run([sys.executable, "-c", STOPPED_TWICE, str(final)], capture_output=True, text=True)
+    assert "KeyboardInterrupt" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_protocol_events_and_messages(tmp_path):
     read, write = os.pipe()
     channel = protocol.Channel(write, {"stage": "smoke"})
