@@ -19,15 +19,21 @@ def find_root(start: Path | None = None) -> Path:
     return next((folder for folder in (here, *here.parents) if (folder / "dodo.py").is_file()), here)
 
 
-def within(folder: Path, name: str, what: str) -> Path:
-    """`folder / name` for a name that comes from outside the build (a blob, a run-cache entry, a
-    hub file): refused, with the name shown, when it is absolute or its `..` segments leave
-    `folder` (a remote must never write elsewhere on this machine)."""
+def leaves(folder: Path, name: str) -> bool:
+    """Whether `folder / name` is not a path strictly inside `folder`: empty, absolute, or `..`
+    segments (symbolic links too) that lead out."""
     base = folder.resolve()
     target = (base / name).resolve()
-    if not name or target == base or not target.is_relative_to(base):
+    return not name or target == base or not target.is_relative_to(base)
+
+
+def within(folder: Path, name: str, what: str) -> Path:
+    """`folder / name` for a name that comes from outside the build (a blob, a run-cache entry, a
+    hub file): refused, with the name shown, when it leaves `folder` (a remote must never write
+    elsewhere on this machine)."""
+    if leaves(folder, name):
         raise StageError(f"{what} {name!r} would be written outside {folder}: refused")
-    return target
+    return (folder.resolve() / name).resolve()
 
 
 @dataclass(frozen=True)

@@ -41,11 +41,23 @@ def _fail(message: str, code: int = 1) -> int:
     return code
 
 
-def _remote_errors():
+def _guarded(verb: str, work) -> int:
+    """Run `work()` (it returns what to report) under the run lock; DVC's and the lock's errors
+    become one line and an exit code (3: a build holds the checkout)."""
     from dvc.config import NoRemoteError, RemoteConfigError
     from dvc.exceptions import DvcException
 
-    return NoRemoteError, RemoteConfigError, DvcException
+    try:
+        hold(plan()[1].root)  # pushing reads the cache a build writes; pulling rewrites outputs
+        message = work()
+    except BuildRunning as exc:
+        return _fail(str(exc), code=3)
+    except NoRemoteError:
+        return _fail(NO_REMOTE)
+    except (RemoteConfigError, DvcException) as exc:
+        return _fail(f"{verb} failed: {exc}")
+    ui.console.print(message)
+    return 0
 
 
 class Push(Command):
@@ -65,24 +77,18 @@ class Push(Command):
     def execute(self, opt_values, pos_args):
         from dvc.repo import Repo
 
-        no_remote, bad_remote, dvc_error = _remote_errors()
         remote = opt_values["remote"] or None
-        try:
-            hold(plan()[1].root)  # a build may be writing the cache this would send
+
+        def push() -> str:
             with Repo(str(plan()[1].root)) as repo:
                 sent = repo.push(remote=remote, run_cache=True, all_commits=opt_values["all_commits"])
                 # Builds known only to the run-cache (not in a commit) go too, so the remote can restore them.
                 local = [h for h in run_cache_objects(repo) if repo.cache.local.exists(h)]
                 objects = [obj for h in local for obj in store.object_ids(repo, h)]
                 sent += len(repo.cloud.push(objects, remote=remote).transferred)
-        except BuildRunning as exc:
-            return _fail(str(exc), code=3)
-        except no_remote:
-            return _fail(NO_REMOTE)
-        except (bad_remote, dvc_error) as exc:
-            return _fail(f"push failed: {exc}")
-        ui.console.print(f"[green]pushed[/] {sent} files and run-cache entries")
-        return 0
+            return f"[green]pushed[/] {sent} files and run-cache entries"
+
+        return _guarded("push", push)
 
 
 class Pull(Command):
@@ -93,19 +99,9 @@ class Pull(Command):
     def execute(self, opt_values, pos_args):
         from dvc.repo import Repo
 
-        no_remote, bad_remote, dvc_error = _remote_errors()
-        root = plan()[1].root
-        try:
-            hold(root)  # pulling rewrites outputs: never under a build
-            with Repo(str(root)) as repo:
+        def pull() -> str:
+            with Repo(str(plan()[1].root)) as repo:
                 stats = repo.pull(remote=opt_values["remote"] or None, run_cache=True)
-        except BuildRunning as exc:
-            return _fail(str(exc), code=3)
-        except no_remote:
-            return _fail(NO_REMOTE)
-        except (bad_remote, dvc_error) as exc:
-            return _fail(f"pull failed: {exc}")
-        ui.console.print(
-            f"[green]pulled[/] {stats['stats'].get('fetched', 0)} files; `doit` now restores, not rebuilds"
-        )
-        return 0
+            return f"[green]pulled[/] {stats['stats'].get('fetched', 0)} files; `doit` now restores, not rebuilds"
+
+        return _guarded("pull", pull)
