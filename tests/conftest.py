@@ -52,6 +52,12 @@ class Run:
 TINY = "params/tiny.yaml"  # the tests build the tiny model; one test builds the default (a real one)
 
 
+def streamed_answers(output: str) -> dict[str, tuple[str, int]]:
+    """{"adapter travel" | "no adapter": (streamed text, token count)} from `doit ask`'s output."""
+    found = re.findall(r"^(adapter \w+|no adapter)\n(.*?)\n(\d+) tokens, ", output, flags=re.M | re.S)
+    return {label: (text, int(count)) for label, text, count in found}
+
+
 def make_project(dest: Path, params: str = TINY) -> Path:
     """A fresh checkout of the project's tracked sources in `dest`, as a git repository, with
     `params` (a file of the project's) as its params.yaml."""

@@ -17,9 +17,8 @@ def select(device: str, key: str) -> str:
     if torch.cuda.is_available():
         return "cuda"
     if device == "cuda":
-        raise StageError(
-            f"params.yaml: {key}: cuda, but torch {torch.__version__} sees no CUDA device; use auto or cpu"
-        )
+        where = key if key.startswith("--") else f"params.yaml: {key}"  # a command-line option or a params key
+        raise StageError(f"{where}: cuda, but torch {torch.__version__} sees no CUDA device; use auto or cpu")
     return "cpu"
 
 

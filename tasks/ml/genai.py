@@ -49,8 +49,8 @@ def load_model(model_dir: Path, device: str):
     return og.Model(config)
 
 
-def generate(model, tokenizer, prompt_ids, max_new_tokens: int, adapters=None, adapter: str | None = None):
-    """Greedy decoding; returns (new token ids, seconds to first token, seconds in total)."""
+def stream(model, prompt_ids, max_new_tokens: int, adapters=None, adapter: str | None = None):
+    """Yield the greedy answer's token ids one at a time, `adapter` active (None: the base model)."""
     import onnxruntime_genai as og
 
     params = og.GeneratorParams(model)
@@ -58,12 +58,18 @@ def generate(model, tokenizer, prompt_ids, max_new_tokens: int, adapters=None, a
     generator = og.Generator(model, params)
     if adapter:
         generator.set_active_adapter(adapters, adapter)  # before append_tokens, or the prompt runs without it
-    start = time.perf_counter()
     generator.append_tokens(prompt_ids)
-    tokens, first = [], None
     while not generator.is_done():
         generator.generate_next_token()
-        tokens.append(int(generator.get_next_tokens()[0]))
+        yield int(generator.get_next_tokens()[0])
+
+
+def generate(model, tokenizer, prompt_ids, max_new_tokens: int, adapters=None, adapter: str | None = None):
+    """Greedy decoding; returns (new token ids, seconds to first token, seconds in total)."""
+    start = time.perf_counter()
+    tokens, first = [], None
+    for token in stream(model, prompt_ids, max_new_tokens, adapters, adapter):
+        tokens.append(token)
         first = first or time.perf_counter() - start
     return tokens, first, time.perf_counter() - start
 

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from tasks.pipeline import default_tasks
-from tests.conftest import doit, edit_params, make_project
+from tests.conftest import doit, edit_params, make_project, streamed_answers
 
 pytestmark = pytest.mark.slow
 
@@ -23,6 +23,11 @@ def test_the_default_model_is_real_and_the_adapter_teaches_it_travel(tmp_path):
     models = project / "models/smollm2"
     answer = json.loads((models / "smoke/answers.json").read_text())["answers"][0]
     assert "chicago" in answer["answer"].lower(), answer  # English about the question, not noise
+    run = doit(project, "ask", "--all", answer["prompt"])  # the lab's app: streamed, adapter on, then off
+    assert run.returncode == 0, run.output
+    said = streamed_answers(run.output)
+    assert said["adapter travel"] == (answer["answer"], answer["new_tokens"])
+    assert said["no adapter"][0] == answer["answer_without_adapter"]
     held_out = json.loads((models / "eval/answers.json").read_text())["answers"]
     assert len(held_out) == 3 and all(a["answer"] != a["answer_without_adapter"] for a in held_out)
     m = json.loads((models / "eval/metrics.json").read_text())
