@@ -1,8 +1,15 @@
-"""Decode speed of the int4 ONNX model with its adapter (onnxruntime-genai) against HF transformers + peft.
+"""Decode speed of the int4 ONNX model (onnxruntime-genai), with its adapter and without, against
+HF transformers + peft on the same AWQ weights (dequantized to fp16), side by side in one run.
 
-Batch 1, a 128-token prompt, 256 new tokens (greedy, EOS ignored so every run decodes 256). Prints
-time to first token, decode tokens/s, and the memory-bandwidth ceiling (bytes of weights read per
-token / bandwidth). Usage: python benchmarks/decode.py models/<name> [--bandwidth 3.35e12] [--hf]
+Batch 1, a 128-token prompt, 256 new tokens (greedy, EOS ignored so every run decodes 256). Each
+figure is the best of 3 runs after a warm-up: time to first token and decode tokens/s. Variants:
+genai as exported, and with CUDA graphs (`enable_cuda_graph` in a copy of genai_config.json; the
+weights are linked, not copied), whose greedy tokens must equal the run without graphs; HF with the
+default `generate` and with `cache_implementation="static"` (generate then compiles the step).
+The memory-bandwidth ceiling is the weight bytes read per token over `--bandwidth`.
+
+Usage: python benchmarks/decode.py models/<name> [--device cuda] [--bandwidth 4.8e12] [--hf] [--graphs]
+Run it once per installed onnxruntime-genai to compare runtimes (PYTHONPATH picks the wheel).
 """
 
 from __future__ import annotations
@@ -12,11 +19,12 @@ import json
 import sys
 import tempfile
 import time
+from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-PROMPT, NEW = 128, 256
+PROMPT, NEW, ROUNDS = 128, 256, 3
 
 
 def _prompt_ids(vocab: int) -> list[int]:
@@ -25,38 +33,93 @@ def _prompt_ids(vocab: int) -> list[int]:
     return np.random.default_rng(0).integers(10, vocab, PROMPT).tolist()
 
 
-def genai(models: Path, device: str) -> dict:
+def _genai_version() -> str:
+    for dist in ("onnxruntime-genai-cuda", "onnxruntime-genai"):
+        try:
+            return f"{dist} {metadata.version(dist)}"
+        except metadata.PackageNotFoundError:
+            continue
+    return "absent"
+
+
+def with_cuda_graphs(model_dir: Path, scratch: Path) -> Path:
+    """A copy of the model folder (files symlinked) whose genai_config enables CUDA graphs."""
+    copy = scratch / "graphs"
+    copy.mkdir()
+    for f in model_dir.iterdir():
+        (copy / f.name).symlink_to(f.resolve())
+    config = json.loads((model_dir / "genai_config.json").read_text())
+    for provider in config["model"]["decoder"]["session_options"]["provider_options"]:
+        if "cuda" in provider:
+            provider["cuda"]["enable_cuda_graph"] = "1"
+    (copy / "genai_config.json").unlink()
+    (copy / "genai_config.json").write_text(json.dumps(config, indent=2))
+    return copy
+
+
+def _genai_once(og, model, adapters, ids: list[int], adapter: bool) -> tuple[float, float, list[int]]:
+    params = og.GeneratorParams(model)
+    params.set_search_options(do_sample=False, max_length=PROMPT + NEW, min_length=PROMPT + NEW)
+    gen = og.Generator(model, params)
+    if adapter:
+        gen.set_active_adapter(adapters, "travel")
+    start = time.perf_counter()
+    gen.append_tokens(ids)
+    gen.generate_next_token()
+    first = time.perf_counter()
+    while not gen.is_done():
+        gen.generate_next_token()
+    seconds, tokens = time.perf_counter() - first, [int(t) for t in gen.get_sequence(0)[PROMPT:]]
+    if len(tokens) < NEW:  # an early stop would turn into an absurd rate (seen: NaN adapter, 1 token)
+        raise SystemExit(f"genai stopped after {len(tokens)} of {NEW} tokens (EOS or non-finite logits): not timed")
+    return first - start, (NEW - 1) / seconds, tokens
+
+
+def genai(model_dir: Path, device: str) -> dict:
+    """{"adapter"/"no_adapter": figures} for one model folder, one og.Model for both."""
     import onnxruntime_genai as og
 
     from tasks.ml.genai import load_model
+    from tasks.paths import ADAPTER_FILE
 
-    onnx_dir = models / "onnx-ao" / "model"
-    model = load_model(onnx_dir, device)
+    model = load_model(model_dir, device)
     adapters = og.Adapters(model)
-    adapters.load(str(onnx_dir / "adapter_weights.onnx_adapter"), "travel")
-    vocab = json.loads((onnx_dir / "genai_config.json").read_text())["model"]["vocab_size"]
+    adapters.load(str(model_dir / ADAPTER_FILE), "travel")
+    vocab = json.loads((model_dir / "genai_config.json").read_text())["model"]["vocab_size"]
     ids = _prompt_ids(min(vocab, 1000))
-    runs = []
-    for _ in range(3):  # the first run warms up
-        params = og.GeneratorParams(model)
-        params.set_search_options(do_sample=False, max_length=PROMPT + NEW, min_length=PROMPT + NEW)
-        gen = og.Generator(model, params)
-        gen.set_active_adapter(adapters, "travel")
-        start = time.perf_counter()
-        gen.append_tokens(ids)
-        gen.generate_next_token()
-        first = time.perf_counter()
-        while not gen.is_done():
-            gen.generate_next_token()
-        seconds, made = time.perf_counter() - first, len(gen.get_sequence(0)) - PROMPT
-        if made < NEW:  # an early stop would turn into an absurd rate (seen: NaN adapter, 1 token)
-            raise SystemExit(f"genai stopped after {made} of {NEW} tokens (EOS or non-finite logits): not timed")
-        runs.append((first - start, (NEW - 1) / seconds))
-    weights = sum(p.stat().st_size for p in onnx_dir.glob("model.onnx*"))
-    return {"ttft_ms": round(1000 * runs[-1][0], 1), "tokens_per_s": round(runs[-1][1], 1), "weight_bytes": weights}
+    found = {}
+    for adapter in (False, True):
+        _genai_once(og, model, adapters, ids, adapter)  # warm-up (graph capture, allocations)
+        runs = [_genai_once(og, model, adapters, ids, adapter) for _ in range(ROUNDS)]
+        best = min(runs, key=lambda r: -r[1])
+        found["adapter" if adapter else "no_adapter"] = {
+            "ttft_ms": round(1000 * min(r[0] for r in runs), 1),
+            "tokens_per_s": round(best[1], 1),
+            "first_tokens": best[2][:16],
+        }
+    weights = sum(p.stat().st_size for p in model_dir.glob("model.onnx*"))
+    return {"runtime": _genai_version(), **found, "weight_bytes": weights}
+
+
+def _hf_once(model, ids, static: bool) -> tuple[float, float]:
+    import torch
+
+    extra = {"cache_implementation": "static"} if static else {}
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    with torch.no_grad():
+        model.generate(ids, max_new_tokens=1, min_new_tokens=1, do_sample=False, **extra)
+    torch.cuda.synchronize()
+    first = time.perf_counter()
+    with torch.no_grad():
+        model.generate(ids, max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False, **extra)
+    torch.cuda.synchronize()
+    total = time.perf_counter() - first
+    return first - start, (NEW - 1) / (total - (first - start))
 
 
 def hf(models: Path) -> dict:
+    """transformers + peft, fp16, default and static-cache generate, adapter on and off."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -68,39 +131,47 @@ def hf(models: Path) -> dict:
         base = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float16).cuda()
     model = PeftModel.from_pretrained(base, str(models / "ft" / "adapter")).eval()
     ids = torch.tensor([_prompt_ids(1000)], device="cuda")
-    runs = []
-    for _ in range(3):
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        with torch.no_grad():
-            model.generate(ids, max_new_tokens=1, min_new_tokens=1, do_sample=False)
-        torch.cuda.synchronize()
-        first = time.perf_counter()
-        with torch.no_grad():
-            model.generate(ids, max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False)
-        torch.cuda.synchronize()
-        total = time.perf_counter() - first
-        runs.append((first - start, (NEW - 1) / (total - (first - start))))
+    found = {}
+    for static in (False, True):
+        for adapter in (False, True):
+            key = f"{'static' if static else 'default'}_{'adapter' if adapter else 'no_adapter'}"
+            if adapter:
+                runs = [_hf_once(model, ids, static) for _ in range(ROUNDS + 1)][1:]
+            else:
+                with model.disable_adapter():
+                    runs = [_hf_once(model, ids, static) for _ in range(ROUNDS + 1)][1:]
+            found[key] = {
+                "ttft_ms": round(1000 * min(r[0] for r in runs), 1),
+                "tokens_per_s": round(max(r[1] for r in runs), 1),
+            }
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
-    return {"ttft_ms": round(1000 * runs[-1][0], 1), "tokens_per_s": round(runs[-1][1], 1), "weight_bytes": weights}
+    return {
+        "runtime": f"transformers {metadata.version('transformers')} + peft {metadata.version('peft')}",
+        **found,
+        "weight_bytes": weights,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("models", type=Path)
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--bandwidth", type=float, default=3.35e12, help="bytes/s (H100 SXM datasheet)")
+    parser.add_argument("--bandwidth", type=float, default=4.8e12, help="bytes/s (H200 datasheet)")
     parser.add_argument("--hf", action="store_true", help="also time transformers + peft (CUDA)")
+    parser.add_argument("--graphs", action="store_true", help="also time genai with CUDA graphs")
     args = parser.parse_args()
-    results = {"genai": genai(args.models, args.device)}
+    model_dir = args.models / "onnx-ao" / "model"
+    results = {"genai": genai(model_dir, args.device)}
+    if args.graphs:
+        with tempfile.TemporaryDirectory() as scratch:
+            results["genai_graphs"] = genai(with_cuda_graphs(model_dir, Path(scratch)), args.device)
+        for key in ("adapter", "no_adapter"):
+            same = results["genai_graphs"][key]["first_tokens"] == results["genai"][key]["first_tokens"]
+            results["genai_graphs"][key]["same_tokens_as_without_graphs"] = same
     if args.hf:
         results["hf"] = hf(args.models)
     for r in results.values():
-        ceiling = args.bandwidth / r["weight_bytes"]
-        r["ceiling_tokens_per_s"] = round(ceiling, 1)
-        r["share_of_ceiling"] = round(r["tokens_per_s"] / ceiling, 3)
-    if "hf" in results:
-        results["genai_over_hf"] = round(results["genai"]["tokens_per_s"] / results["hf"]["tokens_per_s"], 2)
+        r["ceiling_tokens_per_s"] = round(args.bandwidth / r["weight_bytes"], 1)
     sys.stdout.write(json.dumps(results, indent=1) + "\n")
 
 
