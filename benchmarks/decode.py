@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -43,11 +44,12 @@ def _genai_version() -> str:
 
 
 def with_cuda_graphs(model_dir: Path, scratch: Path) -> Path:
-    """A copy of the model folder (files symlinked) whose genai_config enables CUDA graphs."""
+    """A copy of the model folder (files hard-linked: a symlink leaves the folder, which load_model
+    refuses) whose genai_config enables CUDA graphs."""
     copy = scratch / "graphs"
     copy.mkdir()
     for f in model_dir.iterdir():
-        (copy / f.name).symlink_to(f.resolve())
+        os.link(f, copy / f.name)
     config = json.loads((model_dir / "genai_config.json").read_text())
     for provider in config["model"]["decoder"]["session_options"]["provider_options"]:
         if "cuda" in provider:
@@ -163,7 +165,7 @@ def main() -> None:
     model_dir = args.models / "onnx-ao" / "model"
     results = {"genai": genai(model_dir, args.device)}
     if args.graphs:
-        with tempfile.TemporaryDirectory() as scratch:
+        with tempfile.TemporaryDirectory(dir=args.models) as scratch:  # same file system: hard links
             results["genai_graphs"] = genai(with_cuda_graphs(model_dir, Path(scratch)), args.device)
         for key in ("adapter", "no_adapter"):
             same = results["genai_graphs"][key]["first_tokens"] == results["genai"][key]["first_tokens"]

@@ -64,7 +64,9 @@ def read_yaml(path: Path) -> dict | None:
 
 
 def _replace(path: Path, text: str) -> None:
-    """Replace `path` in one rename, so a reader never sees half a file."""
+    """Replace `path` in one rename, so a reader never sees half a file. Its folder is made if it
+    is missing (a run-cache restore after `rm -rf models/<name>` writes the .dvc file first)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
@@ -75,7 +77,6 @@ def write_yaml(path: Path, doc: dict) -> None:
 
 
 def write_json(path: Path, doc: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     _replace(path, json.dumps(doc, indent=2) + "\n")
 
 
