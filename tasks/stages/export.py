@@ -39,8 +39,12 @@ def builder_command(awq_dir: Path, out: Path, cache: Path, cfg, split_qkv: bool)
         # SmolLM2) the builder would otherwise share one int4 table for both (13 % logits error on
         # the tiny Llama); excluded, the tied matrix stays one float table.
         extra.append("nodes_to_exclude=/lm_head/MatMul,/model/embed_tokens/Gather")
+    if cfg.device == "cuda" and cfg.cuda_graph:
+        extra.append("enable_cuda_graph=true")  # genai captures the decode step once, replays it per token
     if split_qkv:
-        extra.append("fuse_qkv=false")  # one MatMul per q/k/v projection, for their own LoRA branches
+        # One MatMul per q/k/v projection, for their own LoRA branches. genai 0.15 (the CUDA pin)
+        # knows only the older name, 0.18 both (the newer wins, the older draws a warning).
+        extra += ["fuse_qkv=false", "disable_qkv_fusion=true"]
     return [
         sys.executable,
         "-m",

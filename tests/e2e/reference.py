@@ -39,15 +39,18 @@ def onnx_logits(onnx_dir: Path, ids: list[int], config, adapter: bool):
     session = ort.InferenceSession(str(onnx_dir / "model.onnx"), providers=["CPUExecutionProvider"])
     feeds = {"input_ids": np.array([ids], np.int64), "attention_mask": np.ones((1, len(ids)), np.int64)}
     head = config.hidden_size // config.num_attention_heads
+    types = {i.name: i.type for i in session.get_inputs()}  # a CUDA export takes fp16 key/value caches
     for layer in range(config.num_hidden_layers):
         for kind in ("key", "value"):
-            feeds[f"past_key_values.{layer}.{kind}"] = np.zeros((1, config.num_key_value_heads, 0, head), np.float32)
+            name = f"past_key_values.{layer}.{kind}"
+            dtype = np.float16 if types[name] == "tensor(float16)" else np.float32
+            feeds[name] = np.zeros((1, config.num_key_value_heads, 0, head), dtype)
     options = ort.RunOptions()
     if adapter:
         lora = ort.LoraAdapter()
         lora.Load(str(onnx_dir / "adapter_weights.onnx_adapter"))
         options.add_active_adapter(lora)
-    return session.run(["logits"], feeds, options)[0][0]
+    return session.run(["logits"], feeds, options)[0][0].astype(np.float32)
 
 
 def logits_error(project: Path, name: str = "tiny"):

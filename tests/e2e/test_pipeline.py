@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import doit
+from tests.conftest import doit, edit_params
 from tests.e2e.reference import logits_error
 
 pytestmark = pytest.mark.slow
@@ -45,6 +45,25 @@ def test_smoke_answers_with_and_without_adapter(built):
     assert answers[0]["new_tokens"] > 0 and answers[0]["tokens_per_second"] > 0
     # The adapter is really active: greedy answers of the same model differ with and without it.
     assert answers[0]["answer"] != answers[0]["answer_without_adapter"]
+
+
+def test_a_cuda_export_loads_and_answers_on_the_cpu(built_copy):
+    """The CUDA artifact (fp16 I/O and adapter, CUDA graphs in its config) runs on the CPU build of
+    onnxruntime-genai too, and computes what the torch reference does (the int8-compute budget)."""
+    edit_params(built_copy, "device: cpu         # cpu | cuda", "device: cuda        # cpu | cuda")
+    run = doit(built_copy)
+    assert run.returncode == 0 and run.ran == ["export", "smoke", "evaluate"], run.output
+    config = json.loads((built_copy / "models/tiny/onnx-ao/model/genai_config.json").read_text())
+    providers = config["model"]["decoder"]["session_options"]["provider_options"]
+    assert [p["cuda"].get("enable_cuda_graph") for p in providers if "cuda" in p] == ["1"]
+    answers = json.loads((built_copy / "models/tiny/smoke/answers.json").read_text())
+    assert (
+        answers["device"] == "cpu"
+        and answers["answers"][0]["answer"] != answers["answers"][0]["answer_without_adapter"]
+    )
+    error, adapter_effect, error_without = logits_error(built_copy)
+    assert error < 2e-2 and error_without < 2e-2, (error, error_without)
+    assert adapter_effect > 10 * error
 
 
 def test_second_run_does_nothing(built_copy):

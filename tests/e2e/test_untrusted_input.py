@@ -47,9 +47,11 @@ def test_a_hub_file_named_outside_its_folder_is_refused(built_copy):
 
 
 def _entries(project: Path, dvc_file: str) -> list[Path]:
-    """The run-cache entry files recorded for an artifact (matched on its content hash)."""
+    """The run-cache entry files recorded for an artifact: those whose output is its content hash
+    (a downstream stage's entry names that hash too, among its inputs)."""
     md5 = yaml.safe_load((project / dvc_file).read_text())["outs"][0]["md5"]
-    return [p for p in (project / ".dvc/cache/runs").glob("*/*/*") if md5 in p.read_text()]
+    entries = (project / ".dvc/cache/runs").glob("*/*/*")
+    return [p for p in entries if yaml.safe_load(p.read_text())["outs"][0]["md5"] == md5]
 
 
 def test_a_run_cache_entry_restores_only_into_its_stage_folder(built_copy):
