@@ -43,17 +43,17 @@ def _genai_version() -> str:
     return "absent"
 
 
-def with_cuda_graphs(model_dir: Path, scratch: Path) -> Path:
+def with_cuda_graphs(model_dir: Path, scratch: Path, on: bool) -> Path:
     """A copy of the model folder (files hard-linked: a symlink leaves the folder, which load_model
-    refuses) whose genai_config enables CUDA graphs."""
-    copy = scratch / "graphs"
+    refuses) whose genai_config turns CUDA graphs on or off, whatever the export chose."""
+    copy = scratch / ("graphs" if on else "no-graphs")
     copy.mkdir()
     for f in model_dir.iterdir():
         os.link(f, copy / f.name)
     config = json.loads((model_dir / "genai_config.json").read_text())
     for provider in config["model"]["decoder"]["session_options"]["provider_options"]:
         if "cuda" in provider:
-            provider["cuda"]["enable_cuda_graph"] = "1"
+            provider["cuda"]["enable_cuda_graph"] = "1" if on else "0"
     (copy / "genai_config.json").unlink()
     (copy / "genai_config.json").write_text(json.dumps(config, indent=2))
     return copy
@@ -163,10 +163,11 @@ def main() -> None:
     parser.add_argument("--graphs", action="store_true", help="also time genai with CUDA graphs")
     args = parser.parse_args()
     model_dir = args.models / "onnx-ao" / "model"
-    results = {"genai": genai(model_dir, args.device)}
+    with tempfile.TemporaryDirectory(dir=args.models) as scratch:  # same file system: hard links
+        results = {"genai": genai(with_cuda_graphs(model_dir, Path(scratch), on=False), args.device)}
+        if args.graphs:
+            results["genai_graphs"] = genai(with_cuda_graphs(model_dir, Path(scratch), on=True), args.device)
     if args.graphs:
-        with tempfile.TemporaryDirectory(dir=args.models) as scratch:  # same file system: hard links
-            results["genai_graphs"] = genai(with_cuda_graphs(model_dir, Path(scratch)), args.device)
         for key in ("adapter", "no_adapter"):
             same = results["genai_graphs"][key]["first_tokens"] == results["genai"][key]["first_tokens"]
             results["genai_graphs"][key]["same_tokens_as_without_graphs"] = same

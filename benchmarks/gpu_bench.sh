@@ -8,7 +8,7 @@
 # whole or split into `<wheel>.part-*` pieces (a carrier's size limit), which are joined first.
 # It builds PARAMS (default params/smollm2-h200.yaml) from a cold start with `doit`, sampling GPU
 # memory each second, then times decoding with benchmarks/decode.py under genai-cuda 0.18.0 (the
-# pin) and 0.15.2 (adapters kept on the GPU), with and without CUDA graphs, against transformers +
+# CPU pin) and 0.15.2 (the CUDA pin: adapters kept on the GPU), with and without CUDA graphs, against transformers +
 # peft. Everything it measured lands in OUT; the last lines printed are the summary.
 # STEP=build or STEP=decode runs one half (a machine that limits a command's time); default: both.
 set -uo pipefail
@@ -30,6 +30,8 @@ if [ ! -d "$site15" ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --target "$site15" "$wheels"/onnxruntime_genai_cuda-0.15.2*.whl || exit 1
 fi
 export PYTHONPATH=$site PATH=$site/bin:$PATH DVC_NO_ANALYTICS=1 PYTHONUNBUFFERED=1 NO_COLOR=1 COLUMNS=160
+# GENAI=0.15.2 builds and serves with that runtime (the CUDA pin); default: 0.18.0.
+[ "${GENAI:-}" = 0.15.2 ] && export PYTHONPATH=$site15:$site
 [ -d .git ] || { git init -q && git add -A >/dev/null 2>&1 && git -c user.name=lab -c user.email=lab@localhost commit -qm checkout; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 python3 -c 'import torch, transformers, onnxruntime as ort, onnxruntime_genai as og; print("torch", torch.__version__, "transformers", transformers.__version__, "onnxruntime", ort.__version__, ort.get_available_providers(), "genai", og.__version__)' | tee "$out/versions.txt"
@@ -52,7 +54,7 @@ tar czf "$out/logs.tgz" logs 2>/dev/null
 fi
 [ "$step" = build ] && exit 0
 
-python3 benchmarks/decode.py "models/$name" --graphs --hf > "$out/decode-genai-0.18.0.json" 2> "$out/decode-genai-0.18.0.log"
+PYTHONPATH=$site python3 benchmarks/decode.py "models/$name" --graphs --hf > "$out/decode-genai-0.18.0.json" 2> "$out/decode-genai-0.18.0.log"
 PYTHONPATH=$site15:$site python3 benchmarks/decode.py "models/$name" --graphs > "$out/decode-genai-0.15.2.json" 2> "$out/decode-genai-0.15.2.log"
 python3 - "$out" <<'EOF' | tee -a "$out/summary.txt"
 import json, sys
