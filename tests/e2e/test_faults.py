@@ -47,7 +47,7 @@ def small(tmp_path_factory) -> Path:
     """A project built with small quantize/finetune budgets, so that kills and recoveries are quick."""
     return build(
         tmp_path_factory.mktemp("faults"),
-        ("max_calib_samples: 128", "max_calib_samples: 32"),
+        ("max_calib_samples: 32 ", "max_calib_samples: 16 "),
         ("max_steps: 100", "max_steps: 10"),
     )
 
