@@ -38,16 +38,12 @@ def chosen(opt_values: dict, available: dict[str, Path], model_dir: Path) -> lis
     return [name]
 
 
-def load(params, paths, device: str, names: list[str | None]):
+def load(params, model_dir: Path, available: dict[str, Path], device: str, names: list[str | None]):
     """(model, tokenizer, og.Adapters with `names` loaded, device, seconds): one load for every answer."""
     import onnxruntime_genai as og
 
     from tasks.ml.genai import load_model, pick_device
 
-    model_dir = paths.output("export")
-    if not (model_dir / "genai_config.json").is_file():
-        raise StageError(f"the model is not built yet ({model_dir} is missing): run `doit smoke` or `doit`")
-    available = adapters_of(params, model_dir)
     started = time.perf_counter()
     dev = pick_device(device or params.smoke.device, model_dir, "--device" if device else "smoke.device")
     model = load_model(model_dir, dev)
@@ -115,10 +111,13 @@ class Ask(Command):
             return USAGE_ERROR
         question = " ".join(pos_args).strip()
         params, paths = project()
+        model_dir = paths.output("export")
         try:
-            model_dir = paths.output("export")
-            names = chosen(opt_values, adapters_of(params, model_dir), model_dir)
-            model, tokenizer, adapters, dev, seconds = load(params, paths, opt_values["device"], names)
+            if not (model_dir / "genai_config.json").is_file():
+                raise StageError(f"the model is not built yet ({model_dir} is missing): run `doit smoke` or `doit`")
+            available = adapters_of(params, model_dir)
+            names = chosen(opt_values, available, model_dir)
+            model, tokenizer, adapters, dev, seconds = load(params, model_dir, available, opt_values["device"], names)
         except StageError as exc:
             ui.console.print(f"[bold red]error:[/] {exc}")
             return 1
