@@ -28,7 +28,7 @@ PARALLEL = (
 )
 
 
-def _locked() -> int | None:
+def locked() -> int | None:
     """Take the run lock for this process; an exit code (3) if another run holds it."""
     try:
         hold(find_root())
@@ -58,7 +58,7 @@ class Run(DoitRun):
         if num_process and num_process > 1:
             console.print(f"[bold red]error:[/] {PARALLEL}")
             return 3
-        refused = _locked()
+        refused = locked()
         if refused:
             return refused
         _sweep()
@@ -80,7 +80,7 @@ def _sweep() -> None:
 
 class Forget(DoitForget):
     def _execute(self, forget_sub, forget_disable_default, forget_all):
-        return _locked() or super()._execute(forget_sub, forget_disable_default, forget_all)
+        return locked() or super()._execute(forget_sub, forget_disable_default, forget_all)
 
 
 class List(DoitList):

@@ -11,7 +11,7 @@ from doit.cmd_base import Command
 
 from tasks import ui
 from tasks.build import artifacts, store
-from tasks.build.runlock import BuildRunning, hold
+from tasks.cli.builtins import locked
 from tasks.pipeline import plan
 
 REMOTE_OPTION = {
@@ -47,11 +47,11 @@ def _guarded(verb: str, work) -> int:
     from dvc.config import NoRemoteError, RemoteConfigError
     from dvc.exceptions import DvcException
 
+    refused = locked()  # pushing reads the cache a build writes; pulling rewrites outputs
+    if refused:
+        return refused
     try:
-        hold(plan()[1].root)  # pushing reads the cache a build writes; pulling rewrites outputs
         message = work()
-    except BuildRunning as exc:
-        return _fail(str(exc), code=3)
     except NoRemoteError:
         return _fail(NO_REMOTE)
     except (RemoteConfigError, DvcException) as exc:
