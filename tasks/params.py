@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -29,7 +29,8 @@ class Section(BaseModel):
 
 
 class DataParams(Section):
-    path: str = Field("data/data_sample_travel.jsonl", description="JSON-lines file of {prompt, response}.")
+    """How every adapter's data file is prepared (each file is named under `adapters`)."""
+
     eval_fraction: float = Field(0.1, gt=0, lt=1, description="Share of distinct prompts held out.")
     seed: int = Field(42, description="Seed of the train/eval split.")
     head: int = Field(5, ge=0, description="Records shown after preparing, as the lab's `head`.")
@@ -100,10 +101,22 @@ class QuantizeParams(Section):
     version: Literal["GEMM"] = Field("GEMM", description="AWQ packing; GEMM is what the ONNX builder reads.")
     max_calib_samples: int = Field(128, ge=1, description="Calibration blocks (AutoAWQ default 128).")
     max_calib_seq_len: int = Field(512, ge=16, description="Tokens per calibration block (default 512).")
+    calibration: Union[None, str, list[str]] = Field(
+        None,
+        description="JSON-lines file(s) whose train split calibrates AWQ (several: interleaved); "
+        "default: the first adapter's data file. Editing another adapter's data never re-quantizes.",
+    )
     clip_search: bool = Field(
         True, description="AutoAWQ's weight clipping search (its default); most of AWQ's time on a CPU."
     )
     device: Device = Field("auto", description="auto: cuda when present, else cpu.")
+
+    @field_validator("calibration")
+    @classmethod
+    def _some_file(cls, v):
+        if v == [] or v == "":
+            raise ValueError("name a data file (or leave it out: the first adapter's)")
+        return v
 
     @field_validator("q_group_size")
     @classmethod
@@ -153,7 +166,6 @@ class ExportParams(Section):
 class SmokeParams(Section):
     prompts: list[str] = Field(["what is the best thing to see in chicago"], min_length=1)
     max_new_tokens: int = Field(64, ge=1, description="Tokens generated per answer (greedy).")
-    adapter_name: str = Field("travel", description="Name under which the adapter is loaded.")
     device: Device = Field("auto", description="Execution provider: auto follows export.device.")
 
 
@@ -211,6 +223,47 @@ class JobsParams(Section):
         return self.executor.get(stage, "local") == "azureml"
 
 
+def _check_template(v: str) -> str:
+    missing = [f for f in ("{prompt}", "{response}") if f not in v]
+    if missing:
+        raise ValueError(f"must contain {' and '.join(missing)}")
+    if v.index("{prompt}") > v.index("{response}"):
+        raise ValueError("{prompt} must come before {response}")
+    return v
+
+
+class AdapterParams(Section):
+    """One LoRA adapter on the shared base: its data, and what it sets differently from the
+    top-level template, finetune section and smoke prompts."""
+
+    data: str = Field(description="JSON-lines file of {prompt, response} it is trained on.")
+    template: Optional[str] = Field(None, description="Its chat template (default: the top-level one).")
+    finetune: dict[str, Any] = Field({}, description="Keys of the finetune section it sets otherwise, e.g. lora_r.")
+    prompts: Optional[list[str]] = Field(None, min_length=1, description="smoke's prompts for it (default: smoke's).")
+
+    @field_validator("template")
+    @classmethod
+    def _template_fields(cls, v: Optional[str]) -> Optional[str]:
+        return v if v is None else _check_template(v)
+
+    @field_validator("finetune")
+    @classmethod
+    def _finetune_keys(cls, v: dict) -> dict:
+        for key, value in v.items():
+            if key not in FinetuneParams.model_fields:
+                close = difflib.get_close_matches(key, list(FinetuneParams.model_fields), n=1)
+                raise ValueError(f"{key}: not a finetune key" + (f" (did you mean '{close[0]}'?)" if close else ""))
+            try:
+                FinetuneParams.model_validate({key: value})
+            except ValidationError as exc:
+                raise ValueError(f"{key}: {exc.errors()[0]['msg']}") from None
+        return v
+
+
+ADAPTER_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"  # a task name part (finetune:<name>) and a folder
+DEFAULT_ADAPTERS = {"travel": AdapterParams(data="data/data_sample_travel.jsonl")}
+
+
 class Params(Section):
     name: str = Field("tiny", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Artifacts go to models/<name>/.")
     template: str = Field(LAB_TEMPLATE, description="Chat template of calibration, training and prompts.")
@@ -220,6 +273,9 @@ class Params(Section):
     finetune: FinetuneParams = FinetuneParams()
     export: ExportParams = ExportParams()
     smoke: SmokeParams = SmokeParams()
+    adapters: dict[str, AdapterParams] = Field(
+        DEFAULT_ADAPTERS, min_length=1, description="name -> its data and overrides; the first is the default."
+    )
     evaluate: EvaluateParams = EvaluateParams()
     azure: AzureParams = AzureParams()
     registry: RegistryParams = RegistryParams()
@@ -235,12 +291,38 @@ class Params(Section):
     @field_validator("template")
     @classmethod
     def _has_fields(cls, v: str) -> str:
-        missing = [f for f in ("{prompt}", "{response}") if f not in v]
-        if missing:
-            raise ValueError(f"must contain {' and '.join(missing)}")
-        if v.index("{prompt}") > v.index("{response}"):
-            raise ValueError("{prompt} must come before {response}")
+        return _check_template(v)
+
+    @field_validator("adapters")
+    @classmethod
+    def _adapter_names(cls, v: dict) -> dict:
+        bad = [name for name in v if not re.fullmatch(ADAPTER_NAME, name)]
+        if bad:
+            raise ValueError(f"adapter name {bad[0]!r}: letters, digits, _ and - only (it names tasks and folders)")
         return v
+
+    @property
+    def adapter_names(self) -> list[str]:
+        return list(self.adapters)
+
+    def for_adapter(self, name: str | None) -> "Params":
+        """The params one adapter's stages read: its template, finetune keys and prompts in place of
+        the top-level ones (None: these params)."""
+        if name is None:
+            return self
+        own = self.adapters[name]
+        return self.model_copy(
+            update={
+                "template": own.template or self.template,
+                "finetune": self.finetune.model_copy(update=own.finetune),
+                "smoke": self.smoke.model_copy(update={"prompts": own.prompts or self.smoke.prompts}),
+            }
+        )
+
+    def calibration_files(self) -> list[str]:
+        """AWQ's calibration data files (default: the first adapter's)."""
+        chosen = self.quantize.calibration or next(iter(self.adapters.values())).data
+        return [chosen] if isinstance(chosen, str) else list(chosen)
 
     def render(self, prompt: str, response: str | None = None) -> str:
         """The template filled in; without a response, the text up to it (a generation prompt)."""

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tasks.errors import StageError
 
 DOIT_DB = ".doit.db"  # doit's record of each task (sqlite), relative to the project root
-ADAPTER_FILE = "adapter_weights.onnx_adapter"  # the lab's name for the exported adapter, beside the model
+ADAPTER_FILE = "adapter_weights.onnx_adapter"  # the lab's name for an exported adapter, in its own folder
+
+
+def step_name(stage: str, adapter: str | None = None) -> str:
+    """A unit of the build: a stage (`export`), or a stage of one adapter (`finetune:travel`), which
+    is also its doit task name."""
+    return f"{stage}:{adapter}" if adapter else stage
+
+
+def split_step(step: str) -> tuple[str, str | None]:
+    """(stage, adapter or None) of a step name."""
+    stage, _, adapter = step.partition(":")
+    return stage, adapter or None
 
 
 def find_root(start: Path | None = None) -> Path:
@@ -38,9 +50,33 @@ def within(folder: Path, name: str, what: str) -> Path:
 
 @dataclass(frozen=True)
 class Paths:
+    """Folders are per step: `output("finetune:travel")`; a stage name alone means the adapter this
+    Paths is for (a per-adapter stage's process gets `for_adapter(name)`), or a stage of the model."""
+
     root: Path
     name: str
-    outputs: dict[str, str] = field(default_factory=dict, hash=False)  # stage: folder ({name}: params.name)
+    # stage: folder ({name}: params.name; {adapter}: the adapter's name, for a stage of each adapter)
+    outputs: dict[str, str] = field(default_factory=dict, hash=False)
+    adapters: tuple[str, ...] = ()  # the build's adapters, in params order
+    adapter: str | None = None  # the adapter whose stage is running, if any
+
+    def for_adapter(self, adapter: str | None) -> "Paths":
+        return replace(self, adapter=adapter)
+
+    def steps(self) -> list[str]:
+        """Every step of the build in stage order, each adapter's in params order."""
+        return [s for stage in self.outputs for s in self.steps_of(stage)]
+
+    def steps_of(self, stage: str) -> list[str]:
+        per_adapter = "{adapter}" in self.outputs[stage]
+        return [step_name(stage, a) for a in self.adapters] if per_adapter else [stage]
+
+    def _adapter_of(self, step: str) -> tuple[str, str | None]:
+        stage, adapter = split_step(step)
+        adapter = adapter or self.adapter
+        if "{adapter}" in self.outputs[stage] and not adapter:
+            raise ValueError(f"{stage} is built per adapter: name one ({stage}:<adapter>)")
+        return stage, adapter
 
     @property
     def models(self) -> Path:
@@ -50,24 +86,37 @@ class Paths:
     def logs(self) -> Path:
         return self.root / "logs"
 
-    def output(self, stage: str) -> Path:
-        """The folder a stage writes (each one DVC-tracked as a whole)."""
-        return self.root / self.outputs[stage].format(name=self.name)
+    def output(self, step: str) -> Path:
+        """The folder a step writes (each one DVC-tracked as a whole)."""
+        stage, adapter = self._adapter_of(step)
+        return self.root / self.outputs[stage].format(name=self.name, adapter=adapter)
 
-    def dvc_file(self, stage: str) -> Path:
-        out = self.output(stage)
+    def dvc_file(self, step: str) -> Path:
+        out = self.output(step)
         return out.with_name(out.name + ".dvc")
 
-    def metrics(self, stage: str) -> Path:
-        """A stage's metrics (git-tracked, read by `dvc metrics show/diff` through dvc.yaml)."""
-        return self.root / "models" / "metrics" / self.name / f"{stage}.json"
+    def adapter_file(self, adapter: str) -> Path:
+        """An adapter's `.onnx_adapter` file (the adapter stage's output)."""
+        return self.output(step_name("adapter", adapter)) / ADAPTER_FILE
 
-    def plots(self) -> Path:
+    def records(self, adapter: str | None = None) -> Path:
+        """The folder of a build's git-tracked metrics (`dvc metrics show/diff` through dvc.yaml):
+        models/metrics/<name>/, and a folder in it per adapter."""
+        folder = self.root / "models" / "metrics" / self.name
+        return folder / adapter if adapter else folder
+
+    def metrics(self, step: str) -> Path:
+        """A step's metrics file."""
+        stage, adapter = self._adapter_of(step)
+        return self.records(adapter) / f"{stage}.json"
+
+    def plots(self, adapter: str | None = None) -> Path:
         """CSV files for `dvc plots` (git-tracked, listed in dvc.yaml), copied from stage outputs."""
-        return self.root / "models" / "plots" / self.name
+        folder = self.root / "models" / "plots" / self.name
+        return folder / adapter if adapter else folder
 
-    def log(self, stage: str) -> Path:
-        return self.logs / f"{stage}.log"
+    def log(self, step: str) -> Path:
+        return self.logs / f"{step.replace(':', '.')}.log"
 
     def inside(self, relpath: str, key: str) -> Path:
         """Resolve a path from params; refuse one that leaves the project."""

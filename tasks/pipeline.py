@@ -1,7 +1,9 @@
 """The stages in build order, the project they build, and the doit tasks made from them.
 
 This is the one list of stages: dodo.py, the command line and the tests read it from here. A new
-stage is a module under tasks/stages/ (a `STAGE` and a `run()`) and one line below.
+stage is a module under tasks/stages/ (a `STAGE` and a `run()`) and one line below. A stage built
+per adapter (its output folder names {adapter}) becomes one doit sub-task per adapter:
+`finetune:travel`, `finetune:support`, with `finetune` running them all.
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ from tasks.build.plan import Plan, make_plan
 from tasks.build.runner import run_stage
 from tasks.build.uptodate import UpToDate
 from tasks.errors import ParamsError
-from tasks.paths import Paths, find_root
-from tasks.stages import base, data, evaluate, export, finetune, quantize, register, smoke
+from tasks.paths import Paths, find_root, split_step
+from tasks.stages import adapter, base, data, evaluate, export, finetune, quantize, register, smoke
 
-STAGES = tuple(m.STAGE for m in (data, base, quantize, finetune, export, smoke, evaluate, register))
+STAGES = tuple(m.STAGE for m in (data, base, quantize, finetune, export, adapter, smoke, evaluate, register))
 BY_NAME = {stage.name: stage for stage in STAGES}
 OUTPUTS = {stage.name: stage.output for stage in STAGES}
 PARAMS_ENV = "LAB_PARAMS"  # another params file (relative to the project), e.g. params/phi35-h100.yaml
@@ -51,9 +53,12 @@ def project(root: Path | None = None):
     path = _params_file(root)
     params = load_params(path)
     _check_stage_names(params, path)
-    paths = Paths(root, params.name, OUTPUTS)
+    paths = Paths(root, params.name, OUTPUTS, tuple(params.adapter_names))
+    files = {f"adapters.{name}.data": own.data for name, own in params.adapters.items()}
+    files |= {"quantize.calibration": f for f in params.calibration_files()} if params.quantize.calibration else {}
     try:
-        paths.inside(params.data.path, "data.path")
+        for key, rel in files.items():
+            paths.inside(rel, key)
     except ValueError as exc:
         raise ParamsError(str(exc)) from None
     return params, paths
@@ -78,28 +83,38 @@ def plan(root: Path | None = None) -> tuple[Plan, Paths]:
         stamp = None  # no params file: project() below names it
     made = lambda: make_plan(STAGES, *project(root)).to_json()  # noqa: E731
     found = Plan(**(memo_for(root).get("plan", str(path), stamp, made) if stamp else made()))
-    return found, Paths(root, found.name, OUTPUTS)
+    return found, Paths(root, found.name, OUTPUTS, tuple(found.adapters))
 
 
-def make_task(stage) -> dict:
-    """The doit task of a stage: ordering by task_dep, staleness by UpToDate, work in a child."""
+def _step_task(stage, step: str, found: Plan, paths: Paths) -> dict:
+    """The doit task of one step: ordering by task_dep, staleness by UpToDate, work in a child."""
+    doc = stage.doc if step in found.default() else f"{stage.doc}; not in a plain `doit`"
+    unable = found.unable(step)
+    if unable:  # fail at once, before building any upstream stage it would need
+        return {"doc": doc, "actions": [lambda: TaskFailed(unable)], "verbosity": 2}
+    return {
+        "doc": doc,
+        "actions": [(run_stage, [stage, step, plan, project])],
+        "task_dep": found.upstream(step),
+        "targets": [str(paths.dvc_file(step))],
+        "uptodate": [UpToDate(stage, step, plan)],
+        "verbosity": 2,
+    }
+
+
+def make_tasks(stage):
+    """The doit task of a stage, or for a stage of each adapter a sub-task per adapter
+    (`finetune:travel`) under a group task (`finetune`) that runs them all."""
     try:
         found, paths = plan()
     except ParamsError as exc:
         raise SystemExit(f"error: {exc}") from None
-    doc = stage.doc if stage.name in found.default() else f"{stage.doc}; not in a plain `doit`"
-    unable = found.unable(stage.name)
-    if unable:  # fail at once, before building any upstream stage it would need
-        return {"basename": stage.name, "doc": doc, "actions": [lambda: TaskFailed(unable)], "verbosity": 2}
-    return {
-        "basename": stage.name,
-        "doc": doc,
-        "actions": [(run_stage, [stage, plan, project])],
-        "task_dep": found.upstream(stage.name),
-        "targets": [str(paths.dvc_file(stage.name))],
-        "uptodate": [UpToDate(stage, plan)],
-        "verbosity": 2,
-    }
+    if not stage.per_adapter:
+        yield {"basename": stage.name, **_step_task(stage, stage.name, found, paths)}
+        return
+    yield {"basename": stage.name, "name": None, "doc": f"{stage.doc} (every adapter)"}
+    for step in found.steps_of(stage.name):
+        yield {"basename": stage.name, "name": split_step(step)[1], **_step_task(stage, step, found, paths)}
 
 
 def default_tasks() -> list[str]:
@@ -113,7 +128,7 @@ def default_tasks() -> list[str]:
 
 def _creator(stage):
     def create_task():  # doit takes plain functions named task_* as task creators
-        return make_task(stage)
+        yield from make_tasks(stage)
 
     create_task.__doc__ = stage.doc
     return create_task

@@ -50,9 +50,10 @@ def _snapshot(paths, params, job: dict, scratch: Path) -> Path:
         elif src.is_file():
             (snap / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, snap / rel)
-    data = paths.inside(params.data.path, "data.path")
-    (snap / data.relative_to(paths.root)).parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(data, snap / data.relative_to(paths.root))
+    for rel in {*(own.data for own in params.adapters.values()), *params.calibration_files()}:
+        data = paths.inside(rel, "a data file")
+        (snap / data.relative_to(paths.root)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(data, snap / data.relative_to(paths.root))
     protocol.write_job(snap / JOB_FILE, job)
     return snap
 
@@ -74,10 +75,16 @@ def _upload_once(blobs, folder: Path, prefix: str, progress) -> str:
     return blobs.uri(prefix)
 
 
+def _input_name(step: str) -> str:
+    """A job input's name for a step (`finetune:travel` -> `finetune__travel`): Azure ML input names
+    are identifiers; the step itself goes on the command line."""
+    return step.replace(":", "__").replace("-", "_")
+
+
 def _command_job(stage: str, params, inputs: dict[str, str], code: str, out: str, name: str):
     from azure.ai.ml import Input, Output, command
 
-    flags = " ".join(f"--input {u}=${{{{inputs.{u}}}}}" for u in inputs)
+    flags = " ".join(f"--input {u}=${{{{inputs.{_input_name(u)}}}}}" for u in inputs)
     return command(
         name=name,
         display_name=f"{params.name} {stage}",
@@ -85,7 +92,7 @@ def _command_job(stage: str, params, inputs: dict[str, str], code: str, out: str
         # The snapshot is an input (mounted read-only), so every byte goes through the lab's own uploads.
         command=f"cd ${{{{inputs.code}}}} && python -m {ENTRY} {stage} --out ${{{{outputs.out}}}} {flags}",
         inputs={"code": Input(type="uri_folder", path=code, mode="ro_mount")}
-        | {u: Input(type="uri_folder", path=uri, mode="ro_mount") for u, uri in inputs.items()},
+        | {_input_name(u): Input(type="uri_folder", path=uri, mode="ro_mount") for u, uri in inputs.items()},
         outputs={"out": Output(type="uri_folder", path=out, mode="rw_mount")},
         environment=params.jobs.environment,
         compute=params.jobs.compute,
@@ -203,7 +210,7 @@ def run(params, paths, out: Path, channel) -> dict:
     _require(params)
     paths.models.mkdir(parents=True, exist_ok=True)
     with azure.explained(f"running {stage} as an Azure ML job"):
-        with tempfile.TemporaryDirectory(prefix=f".{stage}-", dir=paths.models) as scratch:
+        with tempfile.TemporaryDirectory(prefix=f".{stage.split(':')[0]}-", dir=paths.models) as scratch:
             return _follow_to_the_end(stage, params, paths, out, channel, job, Path(scratch))
 
 
@@ -218,7 +225,8 @@ def _submit(stage: str, params, paths, channel, job: dict, scratch: Path, client
     for u in job["upstream"]:
         content = content_hash(paths.dvc_file(u)).removesuffix(".dir")
         inputs[u] = _upload_once(blobs, paths.output(u), f"lab-artifacts/{content}", progress)
-    name = f"lab-{params.name}-{stage}-{uuid.uuid4().hex[:10]}".lower().replace(".", "-").replace("_", "-")
+    name = f"lab-{params.name}-{stage}-{uuid.uuid4().hex[:10]}".lower()
+    name = name.replace(".", "-").replace("_", "-").replace(":", "-")
     out_prefix = f"lab-outputs/{name}/out"
     client.jobs.create_or_update(_command_job(stage, params, inputs, code, blobs.uri(out_prefix), name))
     record.write_text(json.dumps({"job": name, "inputs": key, "out": out_prefix}))
@@ -231,7 +239,7 @@ def _follow_to_the_end(stage, params, paths, out: Path, channel, job: dict, scra
 
     client = azure.ml_client(params.azure)
     blobs = azure.Blobs.of_datastore(client)
-    record, key = paths.logs / f"{stage}.azureml-job.json", _inputs_key(job)
+    record, key = paths.log(stage).with_suffix(".azureml-job.json"), _inputs_key(job)
     earlier = _earlier_job(client, record, key)
     if earlier:
         name, out_prefix = earlier["job"], earlier["out"]

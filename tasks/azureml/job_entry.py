@@ -1,6 +1,6 @@
 """The command an Azure ML job runs: one stage's `run()`, as tasks/build/child.py runs it locally.
 
-    python -m tasks.azureml.job_entry <stage> --out <output folder> [--input <stage>=<folder> ...]
+    python -m tasks.azureml.job_entry <step> --out <output folder> [--input <step>=<folder> ...]
 
 The working directory is the code snapshot (tasks/, params, the job file, the raw data file). The
 stage sees the same project layout as at home: a scratch root holding a copy of the snapshot, with
@@ -32,7 +32,7 @@ def project_root(snapshot: Path, paths_of, inputs: dict[str, Path]) -> Path:
 def main(argv: list[str]) -> int:
     from tasks.build.protocol import JOB_FILE, Channel, explain, read_job
     from tasks.params import Params
-    from tasks.paths import Paths
+    from tasks.paths import Paths, split_step
 
     parser = argparse.ArgumentParser(prog="tasks.azureml.job_entry")
     parser.add_argument("stage")
@@ -40,9 +40,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--input", action="append", default=[], help="<stage>=<folder>")
     args = parser.parse_args(argv)
     job = read_job(Path(JOB_FILE))
-    params = Params.model_validate(job["params"])
+    adapter = split_step(args.stage)[1]
+    params = Params.model_validate(job["params"]).for_adapter(adapter)
     inputs = {name: Path(folder) for name, _, folder in (i.partition("=") for i in args.input)}
-    paths_of = lambda root: Paths(root, params.name, job["outputs"])  # noqa: E731
+    paths_of = lambda root: Paths(root, params.name, job["outputs"], tuple(job["adapters"]), adapter)  # noqa: E731
     paths = paths_of(project_root(Path.cwd(), paths_of, inputs))
     channel = Channel(sys.stdout.fileno(), job)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -96,10 +96,41 @@ def sweep_leftovers(paths) -> list[Path]:
     each stage output and the stages' scratch folders (`models/<name>/.<stage>-*`), gigabytes at full
     size. Call it only under the run lock, where no build is live; returns what it removed."""
     stale = []
-    for stage in paths.outputs:
-        out = paths.output(stage)
+    for step in paths.steps():
+        out = paths.output(step)
         stale += [*out.parent.glob(f".tmp-{out.name}-*"), *out.parent.glob(f".old-{out.name}-*")]
+    for stage in paths.outputs:
         stale += paths.models.glob(f".{stage}-*")
     for folder in stale:
         shutil.rmtree(folder, ignore_errors=True)
     return stale
+
+
+def removed_adapters(paths) -> dict[str, list[Path]]:
+    """{adapter: its outputs, .dvc files and records} for each adapter built here that params no
+    longer name (found by the .dvc files beside the per-adapter output folders)."""
+    found: dict[str, list[Path]] = {}
+    for template in paths.outputs.values():
+        if "{adapter}" not in template:
+            continue
+        pattern = template.format(name=paths.name, adapter="*") + ".dvc"
+        for dvc_file in paths.root.glob(pattern):
+            adapter = dvc_file.name.removesuffix(".dvc")
+            if adapter not in paths.adapters:
+                found.setdefault(adapter, []).extend([dvc_file.with_name(adapter), dvc_file])
+    for adapter, items in found.items():
+        items += [paths.records(adapter), paths.plots(adapter)]
+    return found
+
+
+def remove_adapters(paths) -> dict[str, list[Path]]:
+    """Take the outputs of adapters removed from params out of the build (DVC's cache and the
+    run-cache keep them: naming the adapter again restores them). Only under the run lock."""
+    found = removed_adapters(paths)
+    for items in found.values():
+        for path in items:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            elif path.exists():
+                path.unlink()
+    return found

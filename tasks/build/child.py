@@ -75,17 +75,19 @@ def build_record(stage: str, out: Path, seconds: float, summary: dict, fingerpri
     }
 
 
-def main(stage_name: str, job_file: str) -> int:
+def main(step: str, job_file: str) -> int:
     from tasks.params import Params
-    from tasks.paths import Paths
+    from tasks.paths import Paths, split_step
 
     job = protocol.read_job(Path(job_file))
     channel = _take_over_stdout(job)
-    logging.getLogger("tasks").info("stage %s: started (pid %d)", stage_name, os.getpid())
-    params = Params.model_validate(job["params"])
-    paths = Paths(Path(job["root"]), params.name, job["outputs"])
-    out = paths.output(stage_name)
-    os.environ["LAB_STAGE"] = stage_name
+    logging.getLogger("tasks").info("stage %s: started (pid %d)", step, os.getpid())
+    stage_name, adapter = split_step(step)
+    # A stage of one adapter sees that adapter's params and folders as its own (its data, its finetune).
+    params = Params.model_validate(job["params"]).for_adapter(adapter)
+    paths = Paths(Path(job["root"]), params.name, job["outputs"], tuple(job["adapters"]), adapter)
+    out = paths.output(step)
+    os.environ["LAB_STAGE"] = stage_name  # failpoints name the stage (tests/e2e/test_faults.py)
     protocol.stop_once_on_signals()  # Ctrl-C or SIGTERM: the cleanup below runs once, uninterrupted
     placed = False
     try:
@@ -93,17 +95,17 @@ def main(stage_name: str, job_file: str) -> int:
         started = time.perf_counter()
         run = importlib.import_module(job["executor"]).run
         with artifacts.staging(out) as tmp:
-            summary = _profiled(run, paths.log(stage_name))(params, paths, tmp, channel) or {}
+            summary = _profiled(run, paths.log(step))(params, paths, tmp, channel) or {}
         placed = True
-        meta = build_record(stage_name, out, time.perf_counter() - started, summary, job["fingerprint"])
+        meta = build_record(step, out, time.perf_counter() - started, summary, job["fingerprint"])
         store.dvc_track(paths.root, out, meta)
-        store.publish_records(paths, stage_name, meta["metrics"], job["tracked_copies"])
+        store.publish_records(paths, step, meta["metrics"], job["tracked_copies"])
         artifacts.failpoint("tracked")
     except Exception as exc:
         message, code = protocol.explain(exc, out, placed)
         channel.send("error", message=redact(message))
         return code
-    logging.getLogger("tasks").info("stage %s: done", stage_name)
+    logging.getLogger("tasks").info("stage %s: done", step)
     channel.send("summary", **summary)
     return 0
 

@@ -88,16 +88,16 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def fingerprint(stage, plan, paths) -> dict:
-    """Everything a stage's output depends on, as a small JSON-able dict."""
+def fingerprint(stage, step: str, plan, paths) -> dict:
+    """Everything a step's output depends on, as a small JSON-able dict."""
     from tasks.build.store import content_hash
 
     return {
-        "params": plan.sections(stage.name),
+        "params": plan.sections(step),
         "code": code_of(paths.root, stage.module),
         "libraries": versions(paths.root, stage.libraries),
-        "inputs": {u: content_hash(paths.dvc_file(u)) for u in plan.upstream(stage.name)},
-        **{key: outside_input(paths.root, Path(path)) for key, path in plan.external(stage.name).items()},
+        "inputs": {u: content_hash(paths.dvc_file(u)) for u in plan.upstream(step)},
+        **{key: outside_input(paths.root, Path(path)) for key, path in plan.external(step).items()},
     }
 
 

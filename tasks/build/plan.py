@@ -1,5 +1,6 @@
-"""What the params make of the stage list, as plain data: for each stage its params sections, its
-upstream stages, its inputs from outside the build and whether a plain `doit` builds it.
+"""What the params make of the stage list, as plain data: the steps (a stage, or a stage of one
+adapter: `finetune:travel`), and for each its params sections, its upstream steps, its inputs from
+outside the build and whether a plain `doit` builds it.
 
 It is computed from the validated params only when the params file (or the code that reads it)
 changed, and memoized, so a no-op build decides everything from the plan: it never imports the
@@ -8,46 +9,71 @@ params schema (pydantic costs a no-op run ~70 ms of its ~0.25 s).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+
+from tasks.paths import split_step, step_name
 
 
 @dataclass(frozen=True)
 class Plan:
     name: str  # params.name: artifacts go to models/<name>/
-    # stage: {"sections": {...}, "upstream": [...], "external": {key: path}, "default": bool, "unable": why}
+    # step: {"sections": {...}, "upstream": [...], "external": {key: path}, "default": bool, "unable": why}
     stages: dict
+    adapters: list[str] = field(default_factory=list)  # params order
 
-    def sections(self, stage: str) -> dict:
-        return self.stages[stage]["sections"]
+    def sections(self, step: str) -> dict:
+        return self.stages[step]["sections"]
 
-    def upstream(self, stage: str) -> list[str]:
-        return self.stages[stage]["upstream"]
+    def upstream(self, step: str) -> list[str]:
+        return self.stages[step]["upstream"]
 
-    def external(self, stage: str) -> dict[str, str]:
-        return self.stages[stage]["external"]
+    def external(self, step: str) -> dict[str, str]:
+        return self.stages[step]["external"]
 
-    def unable(self, stage: str) -> str | None:
-        """Why the stage cannot run with these params (its upstream is then not built for it)."""
-        return self.stages[stage].get("unable")
+    def unable(self, step: str) -> str | None:
+        """Why the step cannot run with these params (its upstream is then not built for it)."""
+        return self.stages[step].get("unable")
 
     def default(self) -> list[str]:
-        return [name for name, stage in self.stages.items() if stage["default"]]
+        return [name for name, step in self.stages.items() if step["default"]]
+
+    def steps_of(self, stage: str) -> list[str]:
+        return [step for step in self.stages if split_step(step)[0] == stage]
 
     def to_json(self) -> dict:
         return asdict(self)
 
 
+def _upstream(stage, params, per_adapter: set[str], adapter: str | None) -> list[str]:
+    """Upstream steps: an adapter's own step of a per-adapter stage, or every adapter's."""
+    found = []
+    for up in stage.upstream_of(params):
+        if up not in per_adapter:
+            found.append(up)
+        else:
+            found += [step_name(up, a) for a in ([adapter] if adapter else params.adapter_names)]
+    return found
+
+
+def _step(stage, params, paths, per_adapter: set[str], adapter: str | None) -> dict:
+    own, paths = params.for_adapter(adapter), paths.for_adapter(adapter)
+    dump = own.model_dump(mode="json")
+    outside = stage.external_inputs(own, paths) if stage.external_inputs else {}
+    return {
+        "sections": {key: dump[key] for key in stage.sections_of(own)} | (stage.derived(own) if stage.derived else {}),
+        "upstream": _upstream(stage, own, per_adapter, adapter),
+        "external": {key: str(path) for key, path in outside.items()},
+        "default": stage.is_default(own),
+        "unable": stage.unable(own) if stage.unable else None,
+    }
+
+
 def make_plan(stages, params, paths) -> Plan:
-    """Evaluate each stage's rules (its fields and its own special cases) against the params."""
-    dump = params.model_dump(mode="json")
+    """Evaluate each stage's rules (its fields and its own special cases) against the params, once
+    per adapter for a stage of each adapter (with that adapter's params: params.for_adapter)."""
+    per_adapter = {stage.name for stage in stages if stage.per_adapter}
     plan = {}
     for stage in stages:
-        outside = stage.external_inputs(params, paths) if stage.external_inputs else {}
-        plan[stage.name] = {
-            "sections": {key: dump[key] for key in stage.sections_of(params)},
-            "upstream": list(stage.upstream_of(params)),
-            "external": {key: str(path) for key, path in outside.items()},
-            "default": stage.is_default(params),
-            "unable": stage.unable(params) if stage.unable else None,
-        }
-    return Plan(params.name, plan)
+        for adapter in params.adapter_names if stage.per_adapter else [None]:
+            plan[step_name(stage.name, adapter)] = _step(stage, params, paths, per_adapter, adapter)
+    return Plan(params.name, plan, params.adapter_names)

@@ -19,16 +19,17 @@ from tasks.errors import StageError
 REMOTE_EXECUTOR = "tasks.azureml.job"  # runs a stage's run() on Azure ML compute (params jobs.executor)
 
 
-def _write_job(stage, params, paths, fp: dict):
+def _write_job(stage, step: str, plan, params, paths, fp: dict):
     return protocol.write_job(
-        paths.log(stage.name).with_suffix(".job.json"),
+        paths.log(step).with_suffix(".job.json"),
         {
             "root": str(paths.root),
-            "stage": stage.name,
+            "stage": step,
             "module": stage.module,
             "executor": REMOTE_EXECUTOR if params.jobs.remote(stage.name) else stage.module,
-            "upstream": list(stage.upstream_of(params)),
+            "upstream": plan.upstream(step),
             "outputs": paths.outputs,
+            "adapters": list(paths.adapters),
             "tracked_copies": [list(pair) for pair in stage.tracked_copies],
             "fingerprint": fp,
             "params": params.model_dump(mode="json"),
@@ -51,11 +52,11 @@ def _follow(proc: subprocess.Popen, stage: str) -> dict:
     return outcome
 
 
-def _run_child(stage, job, paths, env: dict) -> tuple[int, dict, bool]:
+def _run_child(step: str, job, paths, env: dict) -> tuple[int, dict, bool]:
     """Run the child to its end; on Ctrl-C let it clean up first. Returns (rc, outcome, interrupted)."""
-    with paths.log(stage.name).open("w") as log_file:
+    with paths.log(step).open("w") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tasks.build.child", stage.name, str(job)],
+            [sys.executable, "-m", "tasks.build.child", step, str(job)],
             stdout=subprocess.PIPE,
             stderr=log_file,
             cwd=paths.root,
@@ -64,7 +65,7 @@ def _run_child(stage, job, paths, env: dict) -> tuple[int, dict, bool]:
             preexec_fn=protocol.die_with_parent,
         )
         try:
-            outcome = _follow(proc, stage.name)
+            outcome = _follow(proc, step)
             return proc.wait(), outcome, False
         except KeyboardInterrupt:
             proc.send_signal(signal.SIGINT)  # a no-op if the terminal already sent it to the group
@@ -86,7 +87,7 @@ def _values(paths, stage: str, seconds: float, summary: dict, **extra) -> dict:
     }
 
 
-def _restore(stage, task, paths, fp: dict) -> dict | None:
+def _restore(stage, step: str, task, paths, fp: dict) -> dict | None:
     """A stale stage whose exact fingerprint was built before comes back from DVC's cache."""
     check = next(u for u, *_ in task.uptodate if isinstance(u, UpToDate))
     if check.reason is None:
@@ -95,52 +96,52 @@ def _restore(stage, task, paths, fp: dict) -> dict | None:
     # disagrees with the .dvc file or the folder, so the next run restores again.
     started = time.perf_counter()
     try:
-        doc, refused = store.restore(paths.root, paths.dvc_file(stage.name), fp)
+        doc, refused = store.restore(paths.root, paths.dvc_file(step), fp)
     except Exception as exc:  # noqa: BLE001  (a broken cache or a full disk: building is still right)
         doc, refused = None, [f"the DVC cache could not be read ({type(exc).__name__}: {exc})"]
     if doc is not None and stage.verify:
         try:
-            stage.verify(paths.output(stage.name))
+            stage.verify(paths.output(step))
         except StageError as exc:  # rebuilt below; the build's staging replaces the refused copy
             doc, refused = None, [*refused, str(exc)]
     for why in refused:
-        ui.console.print(f"   [yellow]cached build of {stage.name} not used[/]: {why}")
+        ui.console.print(f"   [yellow]cached build of {step} not used[/]: {why}")
     if doc is None:
         return None
     metrics = doc["meta"].get("metrics", {})
-    store.publish_records(paths, stage.name, metrics, stage.tracked_copies)
+    store.publish_records(paths, step, metrics, stage.tracked_copies)
     how = "checked out" if doc["changed"] else "verified in place"
-    values = _values(paths, stage.name, time.perf_counter() - started, metrics, restored=how)
+    values = _values(paths, step, time.perf_counter() - started, metrics, restored=how)
     save_values(paths.root, task.name, values)
     return values
 
 
-def run_stage(stage, plan, project, task):
-    """doit action: restore the stage from DVC's cache if it was built from the same inputs before,
+def run_stage(stage, step: str, plan, project, task):
+    """doit action: restore the step from DVC's cache if it was built from the same inputs before,
     else build it in a child process; return values doit stores for the task. `plan` and `project`
     give the build's (Plan, Paths) and its validated (Params, Paths)."""
-    fp = fingerprint(stage, *plan())
-    restored = _restore(stage, task, plan()[1], fp)
+    fp = fingerprint(stage, step, *plan())
+    restored = _restore(stage, step, task, plan()[1], fp)
     if restored:
         return restored
     params, paths = project()
-    job = _write_job(stage, params, paths, fp)
-    log = paths.log(stage.name)
+    job = _write_job(stage, step, plan()[0], params, paths, fp)
+    log = paths.log(step)
     env = protocol.child_env(online=bool(stage.online and stage.online(params)))
     started = time.perf_counter()
     previous = signal.signal(signal.SIGTERM, protocol.stop_as_ctrl_c)
     try:
-        rc, outcome, interrupted = _run_child(stage, job, paths, env)
+        rc, outcome, interrupted = _run_child(step, job, paths, env)
     finally:
         signal.signal(signal.SIGTERM, previous)
     if interrupted:
         return TaskFailed(
-            f"interrupted (Ctrl-C or SIGTERM): {stage.name} stopped, its partial output removed\n  log: {log}"
+            f"interrupted (Ctrl-C or SIGTERM): {step} stopped, its partial output removed\n  log: {log}"
         )
     if rc != 0 or outcome.get("kind") != "summary":
         reason = outcome.get("message") or f"the stage process exited with code {rc}"
         return TaskFailed(f"{reason}\n  log: {log}")
     summary = {k: v for k, v in outcome.items() if k != "kind"}
-    values = _values(paths, stage.name, time.perf_counter() - started, summary)
+    values = _values(paths, step, time.perf_counter() - started, summary)
     save_values(paths.root, task.name, values)
     return values

@@ -16,7 +16,11 @@ class Stage:
     name: str
     module: str  # the module holding run(params, paths, out, channel)
     doc: str  # its line in `doit list`
-    output: str  # its folder (DVC-tracked as a whole), relative to the project; {name} is params.name
+    # Its folder (DVC-tracked as a whole), relative to the project; {name} is params.name. A stage
+    # whose folder names {adapter} is built once per adapter (steps `<stage>:<adapter>`).
+    output: str
+    # Upstream stages; a stage of each adapter depends on its own adapter's step of a per-adapter
+    # upstream, a stage of the model on every adapter's.
     upstream: tuple[str, ...] = ()
     libraries: tuple[str, ...] = ()  # distributions whose versions are part of the fingerprint
     params: tuple[str, ...] = ()  # params sections (top-level keys) the stage reads
@@ -25,12 +29,17 @@ class Stage:
     # The stage's own special cases, as functions of the validated params (None: the fields above).
     upstream_when: Optional[Callable] = None  # params -> upstream stages
     params_when: Optional[Callable] = None  # params -> params sections
+    derived: Optional[Callable] = None  # params -> {key: value} the output depends on beyond its sections
     external_inputs: Optional[Callable] = None  # (params, paths) -> {key: file or folder} from outside the build
     online: Optional[Callable] = None  # params -> whether its process may reach the network
     in_default_build: Optional[Callable] = None  # params -> whether a plain `doit` builds it
     verify: Optional[Callable] = None  # output folder -> None, or StageError: a restored copy's check
     # params -> why the stage cannot run with these params, or None; checked before its upstream runs.
     unable: Optional[Callable] = None
+
+    @property
+    def per_adapter(self) -> bool:
+        return "{adapter}" in self.output
 
     def upstream_of(self, params) -> tuple[str, ...]:
         return tuple(self.upstream_when(params)) if self.upstream_when else self.upstream

@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from tasks.build import artifacts
+from tasks.paths import split_step
 
 
 def content_hash(dvc_file: Path) -> str | None:
@@ -43,21 +44,22 @@ def dvc_track(root: Path, out: Path, meta: dict) -> None:
         save(repo, root, dvc_file)
 
 
-def publish_records(paths, stage: str, metrics: dict, tracked_copies=()) -> None:
+def publish_records(paths, step: str, metrics: dict, tracked_copies=()) -> None:
     """The git-tracked side of a build, for `dvc metrics` and `dvc plots` at any revision: the
-    stage's metrics file, copies of the CSV files it left under `plots/` in its output, and the
+    step's metrics file, copies of the CSV files it left under `plots/` in its output, and the
     files the stage asks to be copied (Stage.tracked_copies)."""
-    artifacts.write_json(paths.metrics(stage), metrics)
-    out = paths.output(stage)
+    artifacts.write_json(paths.metrics(step), metrics)
+    out = paths.output(step)
+    plots = paths.plots(split_step(step)[1])
     for name, target in tracked_copies:
         if (out / name).is_file():
             dest = paths.root / target.format(name=paths.name)
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(out / name, dest)
     if (out / "plots").is_dir():
-        paths.plots().mkdir(parents=True, exist_ok=True)
+        plots.mkdir(parents=True, exist_ok=True)
         for source in (out / "plots").iterdir():
-            shutil.copyfile(source, paths.plots() / source.name)
+            shutil.copyfile(source, plots / source.name)
 
 
 def _dir_manifest(root: Path, dir_md5: str) -> dict[str, str]:

@@ -27,8 +27,8 @@ def save_values(root, task_name: str, values: dict) -> None:
 class UpToDate:
     """doit uptodate check; after a False, `reason` says why (shown by `doit info`)."""
 
-    def __init__(self, stage, plan):
-        self.stage = stage
+    def __init__(self, stage, step: str, plan):
+        self.stage, self.step = stage, step
         self.plan = plan
         self.reason = "not checked yet"
 
@@ -38,22 +38,22 @@ class UpToDate:
 
     def _why_stale(self, values: dict) -> str | None:
         plan, paths = self.plan()
-        dvc_file = paths.dvc_file(self.stage.name)
+        dvc_file = paths.dvc_file(self.step)
         doc = artifacts.read_yaml(dvc_file)
         if not doc:
             return f"{dvc_file} is missing"
         stored = (doc.get("meta") or {}).get("fingerprint") or {}
-        changed = diff_keys(stored, fingerprint(self.stage, plan, paths))
+        changed = diff_keys(stored, fingerprint(self.stage, self.step, plan, paths))
         if changed:
             return "changed: " + ", ".join(changed[:6])
         if "files" not in values:
             return "doit holds no record of building it (new checkout or `doit forget`)"
         if values.get("md5") != store.content_hash(dvc_file):
             return "its .dvc file names another version than the one built here (git checkout?)"
-        why, current = store.damage(paths.root, paths.output(self.stage.name), dvc_file, values["files"])
+        why, current = store.damage(paths.root, paths.output(self.step), dvc_file, values["files"])
         if why is None and current != values["files"]:
-            save_values(paths.root, self.stage.name, {**values, "files": current})  # content verified: keep new stats
+            save_values(paths.root, self.step, {**values, "files": current})  # content verified: keep new stats
         return why
 
     def __repr__(self) -> str:
-        return f"<{self.stage.name} is stale: {self.reason}>"
+        return f"<{self.step} is stale: {self.reason}>"

@@ -1,5 +1,6 @@
 """`doit ask "question"`: the lab's small app. Loads the built ONNX model once and streams the
-greedy answer token by token, with an adapter active or without one, in the params' chat template.
+greedy answer token by token, with an adapter active or without one, in the chat template that
+adapter was trained with (params.adapters.<name>.template, else the top-level one).
 
 It reads the build and never writes: it answers from what `doit` last built (`doit smoke` first if
 it is stale), and a running build does not block it (outputs are replaced in one rename).
@@ -19,11 +20,9 @@ from tasks.pipeline import project
 USAGE_ERROR = 3  # doit's own code for a command line it cannot use
 
 
-def adapters_of(params, model_dir: Path) -> dict[str, Path]:
-    """{adapter name: .onnx_adapter file} of the built model, in the params' order."""
-    from tasks.paths import ADAPTER_FILE
-
-    return {params.smoke.adapter_name: model_dir / ADAPTER_FILE}
+def adapters_of(params, paths) -> dict[str, Path]:
+    """{adapter name: .onnx_adapter file} of the build, in the params' order."""
+    return {name: paths.adapter_file(name) for name in params.adapter_names}
 
 
 def chosen(opt_values: dict, available: dict[str, Path], model_dir: Path) -> list[str | None]:
@@ -50,7 +49,7 @@ def load(params, model_dir: Path, available: dict[str, Path], device: str, names
     adapters = og.Adapters(model)
     for name in filter(None, names):
         if not available[name].is_file():
-            raise StageError(f"adapter {name!r}: {available[name]} is missing; rebuild with `doit export`")
+            raise StageError(f"adapter {name!r}: {available[name]} is missing; build it with `doit adapter:{name}`")
         adapters.load(str(available[name]), name)
     return model, og.Tokenizer(model), adapters, dev, time.perf_counter() - started
 
@@ -115,15 +114,15 @@ class Ask(Command):
         try:
             if not (model_dir / "genai_config.json").is_file():
                 raise StageError(f"the model is not built yet ({model_dir} is missing): run `doit smoke` or `doit`")
-            available = adapters_of(params, model_dir)
+            available = adapters_of(params, paths)
             names = chosen(opt_values, available, model_dir)
             model, tokenizer, adapters, dev, seconds = load(params, model_dir, available, opt_values["device"], names)
         except StageError as exc:
             ui.console.print(f"[bold red]error:[/] {exc}")
             return 1
         ui.console.print(f"[dim]{model_dir} on {dev}, loaded in {seconds:.1f} s[/]")
-        prompt_ids = tokenizer.encode(params.render(question))
         for name in names:
+            prompt_ids = tokenizer.encode(params.for_adapter(name).render(question))
             answer(
                 model, tokenizer, adapters, name, prompt_ids, opt_values["max_tokens"] or params.smoke.max_new_tokens
             )

@@ -1,7 +1,8 @@
 """doit's own commands, fitted to the build (registered under their own names in pyproject.toml):
 
 - `doit` / `doit run`: refuses `-n` (stages share one DVC repository and doit's record), takes the
-  checkout's run lock whatever the reporter, and sweeps what killed runs left;
+  checkout's run lock whatever the reporter, sweeps what killed runs left and removes the outputs
+  of adapters no longer in params;
 - `doit forget`: under the run lock too (it rewrites doit's record);
 - `doit list`: the stages in build order, each one outside the default build saying so;
 - `doit info <stage>`: why the stage is stale, or that it is up to date, as its first line.
@@ -14,7 +15,7 @@ from doit.cmd_info import Info as DoitInfo
 from doit.cmd_list import List as DoitList
 from doit.cmd_run import Run as DoitRun
 
-from tasks.build.artifacts import sweep_leftovers
+from tasks.build.artifacts import remove_adapters, sweep_leftovers
 from tasks.build.runlock import BuildRunning, hold
 from tasks.build.uptodate import UpToDate
 from tasks.errors import ParamsError
@@ -69,13 +70,20 @@ class Run(DoitRun):
 
 
 def _sweep() -> None:
-    """Remove the staging and scratch folders killed runs left (only under the run lock)."""
+    """Remove the staging and scratch folders killed runs left, and take the outputs of adapters
+    params no longer name out of the build (only under the run lock)."""
     try:
         paths = plan()[1]
     except ParamsError:
         return  # the first stage reports it
     for folder in sweep_leftovers(paths):
         console.print(f"[dim]removed {folder.relative_to(paths.root)}, left by a killed run[/]")
+    for adapter, items in remove_adapters(paths).items():
+        shown = ", ".join(str(p.relative_to(paths.root)) for p in items if not p.name.endswith(".dvc"))
+        console.print(
+            f"[yellow]adapter {adapter} is no longer in params[/]: removed {shown} "
+            "(DVC's cache keeps them: naming it again restores them)"
+        )
 
 
 class Forget(DoitForget):

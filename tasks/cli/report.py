@@ -1,8 +1,9 @@
 """`doit report`: one HTML page (PNG plots embedded) of what each stage cost and bought, against
 an earlier build; and the compact table printed at the end of every `doit` run.
 
-Everything comes from the build's own records: models/metrics/<name>/<stage>.json (git-tracked, so
-any revision can be compared), models/plots/<name>/*.csv and the smoke answers.
+Everything comes from the build's own records: models/metrics/<name>/<stage>.json and
+<name>/<adapter>/<stage>.json (git-tracked, so any revision can be compared),
+models/plots/<name>/<adapter>/*.csv and the answers of smoke and evaluate, a section per adapter.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from rich.table import Table
 
 from tasks import ui
 from tasks.cli.versions import file_at
-from tasks.pipeline import STAGES, plan
+from tasks.paths import split_step, step_name
+from tasks.pipeline import plan
 
 VARIANTS = {
     "base": "base",
@@ -39,9 +41,10 @@ KEY_METRIC = {
 
 
 def metrics_at(paths, rev: str | None) -> dict[str, dict]:
-    """{stage: metrics} from the workspace (rev None) or a git revision; stages without a file are left out."""
+    """{step: metrics} from the workspace (rev None) or a git revision; steps without a file are
+    left out (an adapter removed from params too: only the params' adapters are read)."""
     found = {}
-    for stage in (s.name for s in STAGES):
+    for stage in paths.steps():
         path = paths.metrics(stage)
         try:
             if rev is None:
@@ -56,7 +59,7 @@ def metrics_at(paths, rev: str | None) -> dict[str, dict]:
 
 def previous_build(paths, current: dict) -> str | None:
     """The newest commit whose recorded metrics differ from the workspace's (the build before this one)."""
-    folder = paths.metrics("data").parent.relative_to(paths.root).as_posix()
+    folder = paths.records().relative_to(paths.root).as_posix()
     log = subprocess.run(["git", "log", "--format=%h", "--", folder], cwd=paths.root, capture_output=True, text=True)
     for rev in log.stdout.split():
         if metrics_at(paths, rev) != current:
@@ -65,9 +68,9 @@ def previous_build(paths, current: dict) -> str | None:
 
 
 def changes(now: dict, then: dict) -> list[tuple[str, object, object]]:
-    """(stage.metric, then, now) for every numeric metric that differs between two builds."""
+    """(step.metric, then, now) for every numeric metric that differs between two builds."""
     rows = []
-    for stage in (s.name for s in STAGES):
+    for stage in dict.fromkeys([*now, *then]):
         a, b = then.get(stage, {}), now.get(stage, {})
         for key in sorted(set(a) | set(b)):
             if a.get(key) != b.get(key):
@@ -101,15 +104,15 @@ def _save(plt, fig, path: Path) -> Path:
     return path
 
 
-def plot_training_loss(csv_path: Path, out: Path) -> Path | None:
+def plot_training_loss(csv_path: Path, out: Path, adapter: str) -> Path | None:
     if not csv_path.is_file():
         return None
     rows = list(csv.DictReader(csv_path.open()))
     plt, fig, ax = _figure()
     ax.plot([int(r["step"]) for r in rows], [float(r["loss"]) for r in rows], color="tab:blue")
-    ax.set(title="training loss (LoRA)", xlabel="step", ylabel="loss")
+    ax.set(title=f"training loss (LoRA {adapter})", xlabel="step", ylabel="loss")
     ax.grid(alpha=0.3)
-    return _save(plt, fig, out / "training_loss.png")
+    return _save(plt, fig, out / f"training_loss_{adapter}.png")
 
 
 def plot_bars(title: str, ylabel: str, bars: dict[str, float], out: Path, name: str, log: bool = False) -> Path | None:
@@ -127,30 +130,31 @@ def plot_bars(title: str, ylabel: str, bars: dict[str, float], out: Path, name: 
     return _save(plt, fig, out / name)
 
 
-def plots(paths, now: dict, out: Path) -> list[Path]:
-    ev = now.get("evaluate", {})
+def plots(paths, now: dict, out: Path, adapter: str) -> list[Path]:
+    """One adapter's figures: its training loss, its eval perplexity per stage, sizes, decode speed."""
+    ev = now.get(step_name("evaluate", adapter), {})
     made = [
-        plot_training_loss(paths.plots() / "train_loss.csv", out),
+        plot_training_loss(paths.plots(adapter) / "train_loss.csv", out, adapter),
         plot_bars(
-            "eval perplexity per stage",
+            f"eval perplexity per stage ({adapter})",
             "perplexity",
             {label: ev.get(f"perplexity_{v}") for v, label in VARIANTS.items()},
             out,
-            "perplexity.png",
+            f"perplexity_{adapter}.png",
         ),
         plot_bars(
             "size on disk",
             "MB",
             {k: ev[f"bytes_{k}"] / 1e6 for k in ("base", "awq", "adapter", "onnx") if f"bytes_{k}" in ev},
             out,
-            "sizes.png",
+            f"sizes_{adapter}.png",
         ),
         plot_bars(
-            "onnxruntime-genai decode",
+            f"onnxruntime-genai decode ({adapter})",
             "tokens/s",
             {"with adapter": ev.get("tokens_per_second_adapter"), "without": ev.get("tokens_per_second_no_adapter")},
             out,
-            "decode_speed.png",
+            f"decode_speed_{adapter}.png",
         ),
     ]
     return [p for p in made if p]
@@ -184,44 +188,53 @@ def _answers(paths, stage: str) -> list[list]:
     ]
 
 
-def render(paths, now: dict, then: dict, against: str | None, images: list[Path]) -> str:
-    ev = now.get("evaluate", {})
-    stage_rows = [
-        [
-            s,
-            m.get("seconds"),
-            ui.human_size(m["bytes"]) if "bytes" in m else None,
-            f"{KEY_METRIC[s]} {_fmt(m.get(KEY_METRIC[s]))}" if s in KEY_METRIC else "",
-        ]
-        for s, m in now.items()
-    ]
+def _key_metric(step: str, metrics: dict) -> str:
+    key = KEY_METRIC.get(split_step(step)[0])
+    return f"{key} {_fmt(metrics.get(key))}" if key else ""
+
+
+def adapter_section(paths, adapter: str, now: dict, then: dict, against: str | None, images: list[Path]) -> str:
+    """One adapter's evaluation, plots and answers."""
+    step = step_name("evaluate", adapter)
+    ev, before = now.get(step, {}), then.get(step, {})
     eval_rows = [
-        [label, ev.get(f"loss_{v}"), ev.get(f"perplexity_{v}"), then.get("evaluate", {}).get(f"perplexity_{v}")]
+        [label, ev.get(f"loss_{v}"), ev.get(f"perplexity_{v}"), before.get(f"perplexity_{v}")]
         for v, label in VARIANTS.items()
+    ]
+    pictures = "".join(
+        f'<img alt="{p.stem}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">' for p in images
+    )
+    ttft = _fmt(ev.get("ttft_ms_adapter")), _fmt(ev.get("ttft_ms_no_adapter"))
+    name = html.escape(adapter)
+    return f"""<h2>Adapter {name}: evaluation ({_fmt(ev.get("examples"))} eval examples)</h2>
+{_table(["model", "loss", "perplexity", f"perplexity at {against or '-'}"], eval_rows)}
+<p>compression: base / AWQ {_fmt(ev.get("compression_awq"))}x, base / ONNX {_fmt(ev.get("compression_onnx"))}x;
+time to first token {ttft[0]} ms with the adapter, {ttft[1]} ms without</p>
+{pictures}
+<h3>Smoke answers ({name})</h3>{_table(ANSWER_COLUMNS, _answers(paths, step_name("smoke", adapter)))}
+<h3>Held-out questions ({name}, eval split)</h3>{_table(ANSWER_COLUMNS, _answers(paths, step))}
+"""
+
+
+def render(paths, now: dict, then: dict, against: str | None, sections: list[str]) -> str:
+    stage_rows = [
+        [s, m.get("seconds"), ui.human_size(m["bytes"]) if "bytes" in m else None, _key_metric(s, m)]
+        for s, m in now.items()
     ]
     compared = (
         f"<h2>Changed since {html.escape(against)}</h2>" + _table(["metric", against, "now"], changes(now, then))
         if against
         else "<h2>Changed</h2><p>No earlier build in git history to compare with.</p>"
     )
-    pictures = "".join(
-        f'<img alt="{p.stem}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">' for p in images
-    )
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    ttft = _fmt(ev.get("ttft_ms_adapter")), _fmt(ev.get("ttft_ms_no_adapter"))
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>Build report: {html.escape(paths.name)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}} table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}} img{{max-width:49%}}</style></head><body>
 <h1>Build report: {html.escape(paths.name)}</h1><p>{stamp}; compared with {html.escape(against or "nothing")}</p>
 <h2>Stages</h2>{_table(["stage", "seconds", "size", "key metric"], stage_rows)}
-<h2>Evaluation ({_fmt(ev.get("examples"))} eval examples)</h2>
-{_table(["model", "loss", "perplexity", f"perplexity at {against or '-'}"], eval_rows)}
-<p>compression: base / AWQ {_fmt(ev.get("compression_awq"))}x, base / ONNX {_fmt(ev.get("compression_onnx"))}x;
-time to first token {ttft[0]} ms with the adapter, {ttft[1]} ms without</p>
-{compared}<h2>Plots</h2>{pictures}
-<h2>Smoke answers</h2>{_table(ANSWER_COLUMNS, _answers(paths, "smoke"))}
-<h2>Held-out questions (eval split)</h2>{_table(ANSWER_COLUMNS, _answers(paths, "evaluate"))}
+{"".join(sections)}
+{compared}
 </body></html>
 """
 
@@ -229,14 +242,14 @@ time to first token {ttft[0]} ms with the adapter, {ttft[1]} ms without</p>
 def write_report(paths, against: str | None = None) -> Path:
     now = metrics_at(paths, None)
     if not now:
-        raise ValueError(f"no metrics under {paths.metrics('data').parent}: run `doit` first")
+        raise ValueError(f"no metrics under {paths.records()}: run `doit` first")
     against = against or previous_build(paths, now)
     then = metrics_at(paths, against) if against else {}
     out = paths.models / "report"
     out.mkdir(parents=True, exist_ok=True)
-    images = plots(paths, now, out)
+    sections = [adapter_section(paths, a, now, then, against, plots(paths, now, out, a)) for a in paths.adapters]
     page = out / "index.html"
-    page.write_text(render(paths, now, then, against, images), encoding="utf-8")
+    page.write_text(render(paths, now, then, against, sections), encoding="utf-8")
     return page
 
 
@@ -274,28 +287,27 @@ def summary_table(paths, status: dict[str, str]) -> Table | None:
     table = Table(title="build summary", title_justify="left", box=None, padding=(0, 1))
     for column in ("stage", "this run", "built in", "size", "key metric"):
         table.add_column(column)
-    for stage, m in now.items():
-        key = KEY_METRIC.get(stage)
-        table.add_row(
-            stage,
-            status.get(stage, "-"),
-            f"{m.get('seconds', 0):.1f}s",
-            ui.human_size(m["bytes"]) if "bytes" in m else "",
-            f"{key} {_fmt(m.get(key))}" if key else "",
-        )
-    ev = now.get("evaluate")
-    if ev:
-        ppl = " → ".join(
-            f"{label} {_fmt(ev.get(f'perplexity_{v}'))}"
-            + (f" (round-to-nearest {_fmt(ev.get('perplexity_rtn'))})" if v == "awq" else "")
-            for v, label in VARIANTS.items()
-            if v != "rtn"  # not a step of the build: the baseline AWQ is measured against
-        )
-        before, after = ev.get("perplexity_awq"), ev.get("perplexity_awq_adapter")
-        bought = f"; finetuning: {100 * (after / before - 1):+.0f} % perplexity" if before and after else ""
-        table.caption = (
-            f"eval perplexity: {ppl}{bought}; decode {_fmt(ev.get('tokens_per_second_adapter'))} tok/s "
-            f"with adapter, {_fmt(ev.get('tokens_per_second_no_adapter'))} without"
-        )
+    for step, m in now.items():
+        size = ui.human_size(m["bytes"]) if "bytes" in m else ""
+        table.add_row(step, status.get(step, "-"), f"{m.get('seconds', 0):.1f}s", size, _key_metric(step, m))
+    lines = [_eval_line(a, now[step_name("evaluate", a)]) for a in paths.adapters if step_name("evaluate", a) in now]
+    if lines:
+        table.caption = "\n".join(lines)
         table.caption_justify = "left"
     return table
+
+
+def _eval_line(adapter: str, ev: dict) -> str:
+    """One adapter's eval perplexity through the stages, what finetuning bought, its decode speed."""
+    ppl = " → ".join(
+        f"{label} {_fmt(ev.get(f'perplexity_{v}'))}"
+        + (f" (round-to-nearest {_fmt(ev.get('perplexity_rtn'))})" if v == "awq" else "")
+        for v, label in VARIANTS.items()
+        if v != "rtn"  # not a step of the build: the baseline AWQ is measured against
+    )
+    before, after = ev.get("perplexity_awq"), ev.get("perplexity_awq_adapter")
+    bought = f"; finetuning: {100 * (after / before - 1):+.0f} % perplexity" if before and after else ""
+    return (
+        f"{adapter}: eval perplexity: {ppl}{bought}; decode {_fmt(ev.get('tokens_per_second_adapter'))} tok/s "
+        f"with adapter, {_fmt(ev.get('tokens_per_second_no_adapter'))} without"
+    )

@@ -1,7 +1,8 @@
 """`doit versions`: every version of each artifact in git history, what it was built from and what it measured.
 
-The history is the git log of each stage's `.dvc` file: its `outs` name the content (DVC's hash) and
-its `meta:` holds the build record (fingerprint: params, code, libraries, inputs) and the metrics.
+The history is the git log of each step's `.dvc` file (a stage, or a stage of one adapter:
+`finetune:travel`): its `outs` name the content (DVC's hash) and its `meta:` holds the build record
+(fingerprint: params, code, libraries, inputs) and the metrics.
 """
 
 from __future__ import annotations
@@ -14,14 +15,16 @@ from rich.table import Table
 
 from tasks import ui
 from tasks.build.fingerprint import diff_keys
-from tasks.pipeline import STAGES, plan
+from tasks.paths import split_step
+from tasks.pipeline import BY_NAME, STAGES, plan
 
 # What users call each artifact, besides its stage's name.
 ALIASES = {
     "prepared": "data",
     "awq": "quantize",
-    "adapter": "finetune",
+    "lora": "finetune",
     "onnx": "export",
+    "onnx_adapter": "adapter",
     "answers": "smoke",
     "eval": "evaluate",
     "registry": "register",
@@ -32,6 +35,7 @@ KEY_METRICS = {
     "quantize": ("bytes", "seconds"),
     "finetune": ("last_loss", "seconds"),
     "export": ("bytes", "seconds"),
+    "adapter": ("bytes", "lora_r"),
     "smoke": ("tokens_per_second",),
     "evaluate": ("perplexity_awq_adapter", "perplexity_onnx_adapter", "tokens_per_second_adapter"),
     "register": ("version",),
@@ -103,17 +107,18 @@ def _metric(name: str, value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def version_table(stage, root, rel: str) -> Table:
+def version_table(step: str, root, rel: str) -> Table:
     versions = history(root, rel)
     current = (_record(root, WORKSPACE, rel) or {}).get("outs", [{}])[0].get("md5")
-    table = Table(title=f"{stage.name}: {rel}", title_justify="left")
+    table = Table(title=f"{step}: {rel}", title_justify="left")
     for column in ("version", "date", "content", "built from (vs. the version before)", "metrics", "message"):
         table.add_column(column, overflow="fold")
     for i, version in enumerate(versions):
         doc = version["doc"]
         md5 = doc["outs"][0]["md5"]
         metrics = (doc.get("meta") or {}).get("metrics") or {}
-        shown = ", ".join(f"{k} {_metric(k, metrics[k])}" for k in KEY_METRICS[stage.name] if k in metrics)
+        keys = KEY_METRICS[split_step(step)[0]]
+        shown = ", ".join(f"{k} {_metric(k, metrics[k])}" for k in keys if k in metrics)
         older = versions[i + 1]["doc"] if i + 1 < len(versions) else None
         marker = " ●" if md5 == current else ""
         table.add_row(
@@ -122,13 +127,13 @@ def version_table(stage, root, rel: str) -> Table:
     return table
 
 
-def diff_table(stage, root, rel: str, rev_a: str, rev_b: str) -> Table:
+def diff_table(step: str, root, rel: str, rev_a: str, rev_b: str) -> Table:
     """Every build-record key (params, code, libraries, inputs, metrics) that differs between two versions."""
     a, b = _record(root, rev_a, rel), _record(root, rev_b, rel)
     for rev, doc in ((rev_a, a), (rev_b, b)):
         if doc is None:
             raise ValueError(f"{rel} does not exist at {rev}")
-    table = Table(title=f"{stage.name}: {rev_a} → {rev_b}", title_justify="left")
+    table = Table(title=f"{step}: {rev_a} → {rev_b}", title_justify="left")
     for column in ("key", rev_a, rev_b):
         table.add_column(column, overflow="fold")
     table.add_row("content", a["outs"][0]["md5"][:8], b["outs"][0]["md5"][:8])
@@ -145,6 +150,18 @@ def _artifact_names() -> str:
     return ", ".join(f"{s.name} ({aliases[s.name]})" if s.name in aliases else s.name for s in STAGES)
 
 
+def _selected(paths, artifact: str) -> list[str]:
+    """The steps an --artifact names: every step (none named), a stage's (every adapter's), or one."""
+    stage, adapter = split_step(artifact)
+    stage = ALIASES.get(stage, stage)
+    if not artifact:
+        return paths.steps()
+    if stage not in BY_NAME:
+        return []
+    steps = paths.steps_of(stage)
+    return [s for s in steps if split_step(s)[1] == adapter] if adapter else steps
+
+
 class Versions(Command):
     doc_purpose = "list each artifact's versions in git history (or diff two of them)"
     doc_usage = "[--artifact NAME] [--diff REV_A [--to REV_B]]"
@@ -153,7 +170,8 @@ class Versions(Command):
         (
             "A table per artifact: commit, date, content hash, what it was built from and its key metrics; "
             "● marks the version in the workspace.",
-            f"Artifact names (--artifact): {_artifact_names()}.",
+            f"Artifact names (--artifact): {_artifact_names()}; a stage of each adapter is every "
+            "adapter's, or one adapter's as finetune:<adapter>.",
             "--diff REV_A: the build records of that version and the workspace's side by side; "
             "--to REV_B compares with REV_B instead (`workspace` names the workspace).",
         )
@@ -177,19 +195,18 @@ class Versions(Command):
             )
             return 1
         _, paths = plan()
-        chosen = ALIASES.get(opt_values["artifact"], opt_values["artifact"])
-        selected = [s for s in STAGES if not chosen or s.name == chosen]
+        selected = _selected(paths, opt_values["artifact"])
         if not selected:
-            names = ", ".join([*(s.name for s in STAGES), *ALIASES])
+            names = ", ".join([*(s.name for s in STAGES), *ALIASES, *paths.steps()])
             ui.console.print(f"[bold red]error:[/] no artifact {opt_values['artifact']!r}; one of: {names}")
             return 1
         try:
-            for stage in selected:
-                rel = paths.dvc_file(stage.name).relative_to(paths.root).as_posix()
+            for step in selected:
+                rel = paths.dvc_file(step).relative_to(paths.root).as_posix()
                 if opt_values["diff"]:
-                    ui.console.print(diff_table(stage, paths.root, rel, opt_values["diff"], opt_values["to"]))
+                    ui.console.print(diff_table(step, paths.root, rel, opt_values["diff"], opt_values["to"]))
                 else:
-                    ui.console.print(version_table(stage, paths.root, rel))
+                    ui.console.print(version_table(step, paths.root, rel))
         except subprocess.CalledProcessError as exc:
             ui.console.print(f"[bold red]error:[/] git: {exc.stderr.strip() or exc}")
             return 1

@@ -13,18 +13,22 @@ from tasks.paths import within
 SYNTHETIC = ("synthetic", "tiny")
 
 
-def _upstream(params) -> tuple[str, ...]:
-    """A synthetic base trains its tokenizer on the train split; other sources read no stage."""
-    return ("data",) if params.base.source in SYNTHETIC else ()
-
-
 def _sections(params) -> tuple[str, ...]:
-    """A base from an Azure ML workspace also depends on which workspace."""
+    """A base from an Azure ML workspace also depends on which workspace; a synthetic one on how
+    its corpus is split (data)."""
+    if params.base.source in SYNTHETIC:
+        return ("base", "data")
     return ("base", "azure") if params.base.source == "azureml" else ("base",)
 
 
 def _outside(params, paths) -> dict:
-    """A local folder or a GGUF file is an input from outside the build (its content counts)."""
+    """A local folder or a GGUF file is an input from outside the build (its content counts); a
+    synthetic base trains its tokenizer on the calibration files' train split (never an adapter's
+    data as such: editing another adapter's file leaves the base alone)."""
+    if params.base.source in SYNTHETIC:
+        from tasks.ml.qa_data import calibration_inputs
+
+        return calibration_inputs(params, paths)
     if params.base.source == "local":
         return {"local_base": Path(params.base.path).expanduser()}
     if params.base.source == "gguf":
@@ -43,7 +47,6 @@ STAGE = Stage(
     doc="Materialize the base model (synthetic Phi-3 made offline, GGUF file, local folder, hub id, Azure ML asset)",
     output="models/{name}/base",
     libraries=("torch", "transformers", "tokenizers", "huggingface-hub"),
-    upstream_when=_upstream,
     params_when=_sections,
     external_inputs=_outside,
     online=lambda params: params.base.source == "hf",  # the one stage that may reach a model hub
@@ -103,12 +106,11 @@ def _copy_checkpoint(src: Path, out: Path, patterns: list[str]) -> None:
 
 
 def _synthetic(params, paths, out: Path, channel) -> dict:
-    from tasks.ml.jsonl import read_jsonl
+    from tasks.ml.qa_data import calibration_records
     from tasks.ml.synthetic_model import make_synthetic_model
 
     cfg = params.base.synthetic
-    train = read_jsonl(paths.output("data") / "train.jsonl")
-    texts = [f"{r['prompt']}\n{r['response']}" for r in train]
+    texts = [f"{r['prompt']}\n{r['response']}" for r in calibration_records(params, paths)]
     shape = "tiny" if params.base.source == "tiny" else cfg.shape
     make_synthetic_model(texts, out, shape, seed=cfg.seed, vocab_size=cfg.vocab_size, outliers=cfg.outliers)
     return {}

@@ -1,4 +1,4 @@
-"""evaluate: what each stage cost and bought, measured on the held-out eval split.
+"""evaluate: what each stage cost and bought for one adapter, measured on its held-out eval split.
 
 Every model sees the same token ids (the base model's tokenizer, the params template): loss and
 perplexity of the base model, the base rounded to nearest on AWQ's grid (what AWQ has to beat),
@@ -21,8 +21,8 @@ STAGE = Stage(
     name="evaluate",
     module=__name__,
     doc="Measure every model on the eval split: loss, perplexity, answers, sizes, decode speed",
-    output="models/{name}/eval",
-    upstream=("data", "base", "quantize", "finetune", "export"),
+    output="models/{name}/eval/{adapter}",
+    upstream=("data", "base", "quantize", "finetune", "export", "adapter"),
     libraries=(
         "torch",
         "transformers",
@@ -111,17 +111,16 @@ def torch_variants(params, paths, examples: list[dict], dev: str, channel) -> di
 
 
 def onnx_session(params, paths):
-    """The exported model, its adapter loaded, on the device smoke would use."""
+    """The exported model, this adapter loaded, on the device smoke would use."""
     import onnxruntime_genai as og
 
     from tasks.ml.genai import load_model, pick_device
-    from tasks.paths import ADAPTER_FILE
 
     model_dir = paths.output("export")
     dev = pick_device(params.evaluate.device, model_dir, "evaluate.device")
     model = load_model(model_dir, dev)
     adapters = og.Adapters(model)
-    adapters.load(str(model_dir / ADAPTER_FILE), params.smoke.adapter_name)
+    adapters.load(str(paths.adapter_file(paths.adapter)), paths.adapter)
     return model, adapters, dev
 
 
@@ -190,7 +189,13 @@ def _folder_bytes(folder: Path) -> int:
 def sizes(paths) -> dict:
     found = {
         name: _folder_bytes(paths.output(stage))
-        for name, stage in (("base", "base"), ("awq", "quantize"), ("adapter", "finetune"), ("onnx", "export"))
+        for name, stage in (
+            ("base", "base"),
+            ("awq", "quantize"),
+            ("adapter", "finetune"),
+            ("onnx", "export"),
+            ("onnx_adapter", "adapter"),
+        )
     }
     return {
         **{f"bytes_{name}": size for name, size in found.items()},
@@ -229,7 +234,7 @@ def run(params, paths, out: Path, channel) -> dict:
         raise StageError(f"{paths.output('data') / 'eval.jsonl'} holds no eval records")
     losses = torch_variants(params, paths, examples, dev, channel)
     model, adapters, onnx_dev = onnx_session(params, paths)
-    name = params.smoke.adapter_name
+    name = paths.adapter
     losses["onnx_adapter"] = onnx_losses(model, adapters, name, examples)
     channel.progress("models", 5, len(VARIANTS))
     matches = answer_matches(model, adapters, name, examples, params.evaluate.match_tokens)

@@ -1,4 +1,7 @@
-"""export: int4 ONNX model for onnxruntime-genai from the AWQ checkpoint, adapter as a separate file.
+"""export: the int4 ONNX model for onnxruntime-genai from the AWQ checkpoint, built once for every
+adapter: a LoRA branch (graph inputs of any rank) on each projection any adapter targets. Each
+adapter's weights become their own file (stages/adapter.py), so adding or retraining one adapter
+leaves this model's bytes alone.
 
 onnxruntime-genai's model builder is called directly: Olive 0.13's ModelBuilder pass targets the
 builder API that genai >= 0.15 removed (../shared/notes/stack.md). The builder repacks the AWQ
@@ -16,12 +19,19 @@ from pathlib import Path
 from tasks.build.stage import Stage
 from tasks.ml.genai import check_config
 
+def lora_targets(params) -> dict:
+    """The modules any adapter targets (as params name them: `auto` is resolved by the checkpoint)."""
+    chosen = [params.for_adapter(a).finetune.target_modules for a in params.adapter_names]
+    return {"lora_targets": sorted({m for c in chosen for m in ([c] if c == "auto" else c)})}
+
+
 STAGE = Stage(
     name="export",
     module=__name__,
-    doc="Build the int4 ONNX model (onnxruntime-genai) and adapter_weights.onnx_adapter",
+    doc="Build the int4 ONNX model (onnxruntime-genai) with LoRA inputs for every adapter",
     output="models/{name}/onnx-ao/model",
-    upstream=("quantize", "finetune"),
+    upstream=("quantize",),
+    derived=lora_targets,
     libraries=("onnxruntime-genai", "onnxruntime-genai-cuda", "onnxruntime", "onnxruntime-gpu", "onnx", "transformers"),
     params=("export",),
     verify=check_config,  # a copy from the run-cache or a remote loads no library from elsewhere
@@ -68,16 +78,17 @@ def run(params, paths, out: Path, channel) -> dict:
     import onnx
 
     from tasks.build.protocol import die_with_parent
-    from tasks.ml.lora_graph import add_lora_branches, read_adapter, split_qkv, write_adapter
-    from tasks.paths import ADAPTER_FILE
+    from tasks.ml.lora_graph import LAYOUT_FILE, add_lora_inputs, resolve_targets, split_qkv
 
-    targets = json.loads((paths.output("finetune") / "adapter_config.json").read_text())["target_modules"]
+    awq = paths.output("quantize")
+    chosen = lora_targets(params)["lora_targets"]
+    targets = sorted({m for c in chosen for m in resolve_targets(c if c == "auto" else [c], awq)})
 
     with tempfile.TemporaryDirectory(prefix=".export-", dir=paths.models) as scratch:
         channel.progress("build ONNX, add LoRA", 0, 3)
         # The builder runs as its own process: it prints freely and loads the checkpoint fresh.
         subprocess.run(
-            builder_command(paths.output("quantize"), out, Path(scratch), params.export, split_qkv(targets)),
+            builder_command(awq, out, Path(scratch), params.export, split_qkv(targets)),
             check=True,
             cwd=scratch,
             stdout=sys.stderr,
@@ -86,10 +97,10 @@ def run(params, paths, out: Path, channel) -> dict:
     channel.progress("build ONNX, add LoRA", 1, 3)
     model_file = out / "model.onnx"
     model = onnx.load(model_file, load_external_data=False)  # weights stay in model.onnx.data
-    pairs, scale = read_adapter(paths.output("finetune"))
-    weights = add_lora_branches(model, pairs, scale)
+    layers = json.loads((awq / "config.json").read_text())["num_hidden_layers"]
+    layout = add_lora_inputs(model, layers, targets)
     onnx.save(model, model_file)
     channel.progress("build ONNX, add LoRA", 2, 3)
-    write_adapter(weights, out / ADAPTER_FILE)
+    (out / LAYOUT_FILE).write_text(json.dumps(layout, indent=1) + "\n")
     channel.progress("build ONNX, add LoRA", 3, 3)
-    return {"device": params.export.device, "lora_branches": len(pairs), "adapter_tensors": len(weights)}
+    return {"device": params.export.device, "lora_branches": len(layout["branches"]), "lora_targets": ",".join(targets)}

@@ -1,4 +1,4 @@
-"""finetune: LoRA trained by Olive's LoRA pass against exactly the AWQ-quantized weights.
+"""finetune: one adapter's LoRA, trained by Olive's LoRA pass against exactly the AWQ-quantized weights.
 
 transformers 5 loads AWQ checkpoints only through gptqmodel, so the frozen base given to Olive is
 the AWQ checkpoint dequantized exactly (ml/awq_weights.py): the adapter learns against the int4 grid.
@@ -17,29 +17,12 @@ from tasks.build.stage import Stage
 STAGE = Stage(
     name="finetune",
     module=__name__,
-    doc="LoRA finetune (Olive) against the dequantized AWQ weights",
-    output="models/{name}/ft/adapter",
+    doc="LoRA finetune of an adapter (Olive) against the dequantized AWQ weights",
+    output="models/{name}/ft/{adapter}",
     upstream=("data", "quantize"),
     libraries=("olive-ai", "peft", "torch", "transformers", "datasets", "autoawq"),
     params=("finetune", "template"),
 )
-
-
-def lora_targets(params, awq_dir: Path) -> list[str]:
-    """finetune.target_modules, with auto resolved by the model's family."""
-    from tasks.errors import StageError
-    from tasks.ml.lora_graph import AUTO_TARGETS
-
-    chosen = params.finetune.target_modules
-    if chosen != "auto":
-        return list(chosen)
-    model_type = json.loads((awq_dir / "config.json").read_text()).get("model_type")
-    if model_type not in AUTO_TARGETS:
-        raise StageError(
-            f"params.yaml: finetune.target_modules: auto knows {sorted(AUTO_TARGETS)}, "
-            f"not {model_type}: name the modules"
-        )
-    return AUTO_TARGETS[model_type]
 
 
 def olive_config(params, base: Path, train: Path, work: Path, dtype: str, targets: list[str]) -> dict:
@@ -172,6 +155,7 @@ def _write_adapter_config(src: Path, out: Path, paths) -> None:
 def run(params, paths, out: Path, channel) -> dict:
     from tasks.ml import device
     from tasks.ml.awq_weights import write_dequantized
+    from tasks.ml.lora_graph import resolve_targets
 
     dev = device.select(params.finetune.device, "finetune.device")
     dtype = "bfloat16" if dev == "cuda" else "float32"
@@ -194,7 +178,7 @@ def run(params, paths, out: Path, channel) -> dict:
         # peft draws lora_A before the Trainer seeds anything: seed first, for the same adapter twice.
         transformers.set_seed(params.finetune.seed)
         train = paths.output("data") / "train.jsonl"
-        targets = lora_targets(params, paths.output("quantize"))
+        targets = resolve_targets(params.finetune.target_modules, paths.output("quantize"))
         result = olive_run(olive_config(params, work / "base", train, work, dtype, targets))
         adapter = work / "olive-out" / "adapter"
         if not result.has_output_model() or not (adapter / "adapter_model.safetensors").is_file():

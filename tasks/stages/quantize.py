@@ -1,4 +1,5 @@
-"""quantize: AWQ 4-bit (activation-aware scale and clip search), calibrated on the local train split.
+"""quantize: AWQ 4-bit (activation-aware scale and clip search), calibrated on the train split of
+its own data file(s): quantize.calibration, by default the first adapter's.
 
 AutoAWQ is called directly: Olive 0.13's AutoAWQQuantizer refuses to run without a GPU and its CLI
 calibrates only on a hub data set (../shared/notes/stack.md).
@@ -9,21 +10,23 @@ from __future__ import annotations
 from pathlib import Path
 
 from tasks.build.stage import Stage
+from tasks.ml.qa_data import calibration_inputs, calibration_records
 
 STAGE = Stage(
     name="quantize",
     module=__name__,
-    doc="AWQ 4-bit quantization, calibrated on the train split (CUDA if present)",
+    doc="AWQ 4-bit quantization, calibrated on a data file's train split (CUDA if present)",
     output="models/{name}/awq",
-    upstream=("data", "base"),
+    upstream=("base",),
     libraries=("autoawq", "torch", "transformers", "accelerate"),
-    params=("quantize", "template"),
+    params=("quantize", "template", "data"),  # data: the train/eval split, so no eval text calibrates
+    external_inputs=calibration_inputs,
 )
 
 
-def calibration_texts(params, train: list[dict]) -> list[str]:
-    """The train split in the chat template: the text the model will see after finetuning."""
-    return [params.render(r["prompt"], r["response"]) for r in train]
+def calibration_texts(params, paths) -> list[str]:
+    """The calibration records in the chat template: the text the model will see after finetuning."""
+    return [params.render(r["prompt"], r["response"]) for r in calibration_records(params, paths)]
 
 
 def _check_group_size(base: Path, group: int) -> None:
@@ -40,7 +43,6 @@ def _check_group_size(base: Path, group: int) -> None:
 def run(params, paths, out: Path, channel) -> dict:
     from tasks.errors import StageError
     from tasks.ml import device
-    from tasks.ml.jsonl import read_jsonl
 
     cfg = params.quantize
     dev = device.select(cfg.device, "quantize.device")
@@ -56,7 +58,7 @@ def run(params, paths, out: Path, channel) -> dict:
     awq_quantizer.tqdm = device.reporting_tqdm(channel, "AWQ layers")
     awq_pack.install()  # vectorized packing (same bytes); real weight copies in the CPU scale search
     base = paths.output("base")
-    texts = calibration_texts(params, read_jsonl(paths.output("data") / "train.jsonl"))
+    texts = calibration_texts(params, paths)
     _check_group_size(base, cfg.q_group_size)
     remote = ships_code(base)  # AutoAWQ would trust any checkpoint's code by default
     tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=remote)

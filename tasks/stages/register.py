@@ -1,8 +1,9 @@
-"""register: publish the ONNX model folder (model, genai config, tokenizer, adapter) to Azure ML.
+"""register: publish the ONNX model folder (model, genai config, tokenizer) with every adapter's file
+in it (`adapters/<name>.onnx_adapter`) to Azure ML.
 
-Idempotent by content: every registered version carries the DVC content hash of the export as
-the tag `dvc_md5`; a build whose hash is already registered under the name reuses that version,
-new content gets the container's next version. The outcome goes to `registry/model.json` in the
+Idempotent by content: every registered version carries a hash of the DVC content hashes of the
+export and of each adapter file, by name, as the tag `dvc_md5`; a build whose hash is already
+registered under the name reuses that version, new content gets the container's next version. The outcome goes to `registry/model.json` in the
 stage output and, git-tracked, to models/registry/<name>.json.
 """
 
@@ -17,9 +18,9 @@ from tasks.build.stage import Stage
 STAGE = Stage(
     name="register",
     module=__name__,
-    doc="Publish the ONNX model and adapter to the Azure ML model registry (needs params azure.*)",
+    doc="Publish the ONNX model and its adapters to the Azure ML model registry (needs params azure.*)",
     output="models/{name}/registry",
-    upstream=("export", "evaluate"),  # evaluate: its key metrics become tags
+    upstream=("export", "adapter", "evaluate"),  # every adapter's; evaluate: its key metrics become tags
     libraries=("azure-ai-ml", "azure-identity", "azure-storage-blob"),
     params=("azure", "registry"),
     tracked_copies=(("model.json", "models/registry/{name}.json"),),  # name and version, for git
@@ -34,13 +35,32 @@ KEY_METRICS = ("perplexity_onnx_adapter", "perplexity_base", "tokens_per_second_
 
 
 def tags(params, paths, content: str) -> dict[str, str]:
-    metrics_file = paths.metrics("evaluate")
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-    found = {key: str(metrics[key]) for key in KEY_METRICS if key in metrics}
-    match = next((k for k in metrics if k.startswith("answers_first_")), None)
-    if match:
-        found[match] = str(metrics[match])
-    return {**params.registry.tags, **found, "lab_build": params.name, HASH_TAG: content}
+    """The params' tags, the build, its content hash, the adapters' names and each adapter's key
+    metrics (`perplexity_onnx_adapter.<adapter>`)."""
+    found = {}
+    for adapter in params.adapter_names:
+        metrics_file = paths.metrics(f"evaluate:{adapter}")
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        keys = [*KEY_METRICS, *(k for k in metrics if k.startswith("answers_first_"))]
+        found |= {f"{key}.{adapter}": str(metrics[key]) for key in keys if key in metrics}
+    adapters = ",".join(params.adapter_names)
+    return {**params.registry.tags, **found, "adapters": adapters, "lab_build": params.name, HASH_TAG: content}
+
+
+def build_content(params, paths) -> str:
+    """One hash for the model and its adapters by name: the export's DVC content hash and each
+    adapter file's (a new adapter, or one retrained, is new content)."""
+    import hashlib
+
+    from tasks.build.store import content_hash
+    from tasks.errors import StageError
+
+    parts = {"model": content_hash(paths.dvc_file("export"))}
+    parts |= {f"adapter:{a}": content_hash(paths.dvc_file(f"adapter:{a}")) for a in params.adapter_names}
+    missing = [step for step, md5 in parts.items() if not md5]
+    if missing:
+        raise StageError(f"no content hash for {', '.join(missing)}: run `doit` first")
+    return hashlib.md5(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
 def registered_with(client, name: str, content: str):
@@ -63,8 +83,12 @@ def publish(client, params, paths, content: str, channel):
 
     cfg = params.registry
     store = Blobs.of_datastore(client)
-    prefix = f"lab-models/{cfg.model_name}/{content.removesuffix('.dir')}/model"
+    prefix = f"lab-models/{cfg.model_name}/{content}/model"
     store.upload_folder(paths.output("export"), prefix, lambda done, total: channel.progress("upload", done, total))
+    for i, adapter in enumerate(params.adapter_names):  # beside the model, one file each, by name
+        with paths.adapter_file(adapter).open("rb") as data:
+            store.container.upload_blob(f"{prefix}/adapters/{adapter}.onnx_adapter", data, overwrite=True)
+        channel.progress("adapters", i + 1, len(params.adapter_names))
     model = Model(
         name=cfg.model_name,
         path=store.uri(prefix),
@@ -77,14 +101,10 @@ def publish(client, params, paths, content: str, channel):
 
 def run(params, paths, out: Path, channel) -> dict:
     from tasks.azureml import client as azure
-    from tasks.build.store import content_hash
-    from tasks.errors import StageError
 
     azure.require_workspace(params.azure, "register")
     name = params.registry.model_name
-    content = content_hash(paths.dvc_file("export"))
-    if not content:
-        raise StageError(f"{paths.dvc_file('export')}: no content hash; run `doit export` first")
+    content = build_content(params, paths)
     with azure.explained(f"registering model {name}"):
         client = azure.ml_client(params.azure)
         model, status = registered_with(client, name, content), "already registered"
@@ -96,6 +116,7 @@ def run(params, paths, out: Path, channel) -> dict:
         "id": model.id,
         "path": model.path,
         HASH_TAG: content,
+        "adapters": params.adapter_names,
         "workspace": params.azure.workspace,
         "tags": model.tags,
     }

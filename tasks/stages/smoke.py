@@ -1,4 +1,4 @@
-"""smoke: answer the configured prompts with onnxruntime-genai, the adapter active, greedily."""
+"""smoke: answer the configured prompts with onnxruntime-genai, one adapter active and none, greedily."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from tasks.build.stage import Stage
 STAGE = Stage(
     name="smoke",
     module=__name__,
-    doc="Answer the configured prompts with the ONNX model and its adapter",
-    output="models/{name}/smoke",
-    upstream=("export",),
+    doc="Answer the configured prompts with the ONNX model, an adapter on and off",
+    output="models/{name}/smoke/{adapter}",
+    upstream=("export", "adapter"),
     libraries=("onnxruntime-genai", "onnxruntime-genai-cuda", "onnxruntime", "onnxruntime-gpu"),
     params=("smoke", "template"),
 )
@@ -22,15 +22,14 @@ def run(params, paths, out: Path, channel) -> dict:
     import onnxruntime_genai as og
 
     from tasks.ml.genai import generate, load_model, pick_device
-    from tasks.paths import ADAPTER_FILE
 
     model_dir = paths.output("export")
     dev = pick_device(params.smoke.device, model_dir, "smoke.device")
     model = load_model(model_dir, dev)
     tokenizer = og.Tokenizer(model)
     adapters = og.Adapters(model)
-    name = params.smoke.adapter_name
-    adapters.load(str(model_dir / ADAPTER_FILE), name)
+    name = paths.adapter
+    adapters.load(str(paths.adapter_file(name)), name)
     answers = []
     for i, prompt in enumerate(params.smoke.prompts):
         ids = tokenizer.encode(params.render(prompt))

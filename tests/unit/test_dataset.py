@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.stages.data import DataError, dedupe, parse_records, split_by_prompt
+from tasks.ml.qa_data import DataError, dedupe, parse_records, split_by_prompt
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = '{"prompt": "Best museum in Paris?", "response": "The Louvre."}'

@@ -37,10 +37,11 @@ def test_code_fingerprints_follow_imports_and_leave_the_engine_out():
 
 def test_a_helper_only_base_uses_makes_only_base_stale(checkout):
     found, paths = plan(checkout)
-    before = {s.name: fingerprint(s, found, paths)["code"] for s in STAGES}
+    steps = {step: BY_NAME[step.split(":")[0]] for step in found.stages}
+    before = {step: fingerprint(s, step, found, paths)["code"] for step, s in steps.items()}
     helper = checkout / "tasks/ml/synthetic_model.py"
     helper.write_text(helper.read_text() + "\n# reviewed\n")
-    after = {s.name: fingerprint(s, found, paths)["code"] for s in STAGES}
+    after = {step: fingerprint(s, step, found, paths)["code"] for step, s in steps.items()}
     changed = [name for name in before if diff_keys(before[name], after[name])]
     assert changed == ["base"]
     assert diff_keys(before["base"], after["base"]) == ["tasks/ml/synthetic_model.py"]
@@ -142,14 +143,47 @@ def test_protocol_events_and_messages(tmp_path):
 
 def test_the_plan_is_what_the_params_make_of_the_stages(checkout):
     found, _ = plan(checkout)
-    assert found.upstream("base") == ["data"]  # a synthetic base trains its tokenizer on the data
-    assert found.external("data") == {"data_file": str(checkout / "data/data_sample_travel.jsonl")}
+    travel = str(checkout / "data/data_sample_travel.jsonl")
+    # A synthetic base trains its tokenizer on the calibration file (by default the first adapter's).
+    assert found.upstream("base") == [] and found.external("base") == {"calibration_0": travel}
+    assert found.external("data:travel") == {"data_file": travel}
     params = checkout / "params.yaml"
     folder = checkout.parent / "checkpoint"
     params.write_text(params.read_text().replace("source: synthetic ", f"source: local\n  path: {folder}\n "))
     plan.cache_clear(), project.cache_clear()  # a new process, as the next `doit` would be
     found, _ = plan(checkout)  # the file changed: computed again, not taken from the memo
-    assert found.upstream("base") == [] and found.external("base") == {"local_base": str(folder)}
+    assert found.external("base") == {"local_base": str(folder)}
+
+
+TWO_ADAPTERS = """adapters:
+  travel:
+    data: data/data_sample_travel.jsonl
+  support:
+    data: data/support.jsonl
+    template: "<|user|>{prompt}<|assistant|>{response}<|end|>"
+    finetune: {lora_r: 8, target_modules: [o_proj, gate_up_proj]}
+"""
+
+
+def test_each_adapter_is_its_own_chain_of_steps_on_one_model(checkout):
+    params = checkout / "params.yaml"
+    params.write_text(params.read_text().replace("adapters:\n  travel:\n    data: data/data_sample_travel.jsonl\n", TWO_ADAPTERS))
+    found, _ = plan(checkout)
+    assert found.default() == [
+        "data:travel", "data:support", "base", "quantize", "finetune:travel", "finetune:support", "export",
+        "adapter:travel", "adapter:support", "smoke:travel", "smoke:support", "evaluate:travel", "evaluate:support",
+    ]  # fmt: skip
+    assert found.upstream("finetune:support") == ["data:support", "quantize"]
+    assert found.upstream("adapter:support") == ["export", "finetune:support"]
+    assert found.upstream("register") == ["export", "adapter:travel", "adapter:support", "evaluate:travel", "evaluate:support"]
+    # Each adapter's steps see its own params; the model's steps only what the model depends on.
+    assert found.sections("finetune:support")["finetune"]["lora_r"] == 8
+    assert found.sections("finetune:travel")["finetune"]["lora_r"] == 64
+    assert found.sections("smoke:support")["template"].startswith("<|user|>{prompt}")
+    assert found.sections("export")["lora_targets"] == ["auto", "gate_up_proj", "o_proj"]
+    # Calibration stays the first adapter's file: support's data is no input of the model's steps.
+    assert found.external("quantize") == {"calibration_0": str(checkout / "data/data_sample_travel.jsonl")}
+    assert "adapters" not in found.sections("quantize") and "adapters" not in found.sections("export")
 
 
 def test_a_no_op_plan_does_not_import_the_params_schema(checkout):
@@ -165,7 +199,7 @@ def test_the_stage_list_is_in_build_order_and_register_is_opt_in():
     names = [s.name for s in STAGES]
     for i, stage in enumerate(STAGES):
         assert set(stage.upstream) <= set(names[:i]), stage.name
-    assert default_tasks() == names[:-1] and names[-1] == "register"
+    assert [t.split(":")[0] for t in default_tasks()] == names[:-1] and names[-1] == "register"
 
 
 def test_jobs_executor_must_name_a_stage(checkout):
@@ -191,7 +225,7 @@ def test_what_killed_runs_left_is_swept_and_nothing_else(checkout):
         paths.output("quantize").with_name(".tmp-awq-4242"),
         paths.output("export").with_name(".old-model-4242"),
         paths.models / ".finetune-abc123",
-        paths.output("data").with_name(".tmp-prepared-7"),
+        paths.output("data:travel").with_name(".tmp-travel-7"),
     ]
     kept = [paths.output("quantize"), paths.models / "report"]
     for folder in left + kept:
