@@ -4,7 +4,8 @@ One og.Model and one og.Adapters serve every request; a request names its adapte
 generator (`set_active_adapter`) or none. Timed for a built model folder, best of ROUNDS: loading
 the model, loading the adapter file, `set_active_adapter`, and a request's time to first token
 (the templated question) right after a request with the same choice and right after a switch.
-Usage: python benchmarks/adapter_switch.py models/<name>/onnx-ao/model [--device cpu]
+Usage: python benchmarks/adapter_switch.py models/<name>/onnx-ao/model \
+           models/<name>/onnx-ao/adapters/<adapter>/adapter_weights.onnx_adapter [--device cpu]
 """
 
 from __future__ import annotations
@@ -36,17 +37,16 @@ def _first_token_ms(og, model, adapters, ids: list[int], adapter: str | None) ->
     return 1000 * (active - switched), 1000 * (time.perf_counter() - start)
 
 
-def measure(model_dir: Path, device: str) -> dict:
+def measure(model_dir: Path, adapter_file: Path, device: str) -> dict:
     import onnxruntime_genai as og
 
     from tasks.ml.genai import load_model
-    from tasks.paths import ADAPTER_FILE
 
     start = time.perf_counter()
     model = load_model(model_dir, device)
     loaded = time.perf_counter()
     adapters = og.Adapters(model)
-    adapters.load(str(model_dir / ADAPTER_FILE), "a")
+    adapters.load(str(adapter_file), "a")
     adapter_loaded = time.perf_counter()
     ids = og.Tokenizer(model).encode(QUESTION).tolist()
     _first_token_ms(og, model, adapters, ids, "a")  # warm-up; the last request has no adapter
@@ -64,7 +64,7 @@ def measure(model_dir: Path, device: str) -> dict:
         "prompt_tokens": len(ids),
         "model_load_ms": round(1000 * (loaded - start), 1),
         "adapter_load_ms": round(1000 * (adapter_loaded - loaded), 1),
-        "adapter_bytes": (model_dir / ADAPTER_FILE).stat().st_size,
+        "adapter_bytes": adapter_file.stat().st_size,
         **{key: round(min(values), 3) for key, values in times.items()},
     }
 
@@ -72,9 +72,10 @@ def measure(model_dir: Path, device: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("model_dir", type=Path)
+    parser.add_argument("adapter_file", type=Path)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    sys.stdout.write(json.dumps(measure(args.model_dir, args.device), indent=1) + "\n")
+    sys.stdout.write(json.dumps(measure(args.model_dir, args.adapter_file, args.device), indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -63,8 +63,8 @@ def noop_median(project: Path, *args: str) -> float:
 
 
 def dvc_equivalent(project: Path, scratch: Path) -> Path:
-    """A copy of a built project whose seven stages are a dvc.yaml instead (same deps: upstream
-    outputs, the stage's code files, the data file, its params sections), reproduced once."""
+    """A copy of a built project whose steps are a dvc.yaml instead (same deps: upstream outputs,
+    the stage's code files, the data files, its params sections), reproduced once."""
     import yaml
 
     from tasks.build.fingerprint import code_of
@@ -72,22 +72,23 @@ def dvc_equivalent(project: Path, scratch: Path) -> Path:
 
     found, paths = plan(project)
     copy = shutil.copytree(project, scratch, symlinks=True)
-    for dvc_file in (copy / "models").rglob("*.dvc"):
+    for dvc_file in [*(copy / "models").rglob("*.dvc"), *(copy / "data/prepared").rglob("*.dvc")]:
         dvc_file.unlink()
-    (copy / "data/prepared.dvc").unlink()
+    by_name = {s.name: s for s in STAGES}
     stages = {}
-    for stage in (s for s in STAGES if s.name in found.default()):
-        out = paths.output(stage.name).relative_to(project).as_posix()
-        deps = [paths.output(u).relative_to(project).as_posix() for u in found.upstream(stage.name)]
+    for step in found.default():
+        stage = by_name[step.split(":")[0]]
+        out = paths.output(step).relative_to(project).as_posix()
+        deps = [paths.output(u).relative_to(project).as_posix() for u in found.upstream(step)]
         deps += [
             *code_of(project, stage.module),
-            *(Path(p).relative_to(project).as_posix() for p in found.external(stage.name).values()),
+            *(Path(p).relative_to(project).as_posix() for p in found.external(step).values()),
         ]
         # DVC deletes an output before its command runs: the command copies the built one back.
-        stages[stage.name] = {
+        stages[step.replace(":", "-")] = {
             "cmd": f"cp -a {project / out} {out}",
             "deps": deps,
-            "params": list(found.sections(stage.name)),
+            "params": [k for k in found.sections(step) if k != "lora_targets"],  # derived, not a params key
             "outs": [out],
         }
     (copy / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))

@@ -77,16 +77,15 @@ def _genai_once(og, model, adapters, ids: list[int], adapter: bool) -> tuple[flo
     return first - start, (NEW - 1) / seconds, tokens
 
 
-def genai(model_dir: Path, device: str) -> dict:
+def genai(model_dir: Path, adapter_file: Path, device: str) -> dict:
     """{"adapter"/"no_adapter": figures} for one model folder, one og.Model for both."""
     import onnxruntime_genai as og
 
     from tasks.ml.genai import load_model
-    from tasks.paths import ADAPTER_FILE
 
     model = load_model(model_dir, device)
     adapters = og.Adapters(model)
-    adapters.load(str(model_dir / ADAPTER_FILE), "travel")
+    adapters.load(str(adapter_file), "travel")
     vocab = json.loads((model_dir / "genai_config.json").read_text())["model"]["vocab_size"]
     ids = _prompt_ids(min(vocab, 1000))
     found = {}
@@ -120,7 +119,7 @@ def _hf_once(model, ids, static: bool) -> tuple[float, float]:
     return first - start, (NEW - 1) / (total - (first - start))
 
 
-def hf(models: Path) -> dict:
+def hf(models: Path, adapter: str) -> dict:
     """transformers + peft, fp16, default and static-cache generate, adapter on and off."""
     import torch
     from peft import PeftModel
@@ -131,7 +130,7 @@ def hf(models: Path) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         write_dequantized(models / "awq", Path(tmp), "float16")
         base = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float16).cuda()
-    model = PeftModel.from_pretrained(base, str(models / "ft" / "adapter")).eval()
+    model = PeftModel.from_pretrained(base, str(models / "ft" / adapter)).eval()
     ids = torch.tensor([_prompt_ids(1000)], device="cuda")
     found = {}
     for static in (False, True):
@@ -161,18 +160,21 @@ def main() -> None:
     parser.add_argument("--bandwidth", type=float, default=4.8e12, help="bytes/s (H200 datasheet)")
     parser.add_argument("--hf", action="store_true", help="also time transformers + peft (CUDA)")
     parser.add_argument("--graphs", action="store_true", help="also time genai with CUDA graphs")
+    parser.add_argument("--adapter", default="travel", help="which adapter of the build")
     args = parser.parse_args()
     model_dir = args.models / "onnx-ao" / "model"
+    adapter_file = args.models / "onnx-ao" / "adapters" / args.adapter / "adapter_weights.onnx_adapter"
     with tempfile.TemporaryDirectory(dir=args.models) as scratch:  # same file system: hard links
-        results = {"genai": genai(with_cuda_graphs(model_dir, Path(scratch), on=False), args.device)}
+        results = {"genai": genai(with_cuda_graphs(model_dir, Path(scratch), on=False), adapter_file, args.device)}
         if args.graphs:
-            results["genai_graphs"] = genai(with_cuda_graphs(model_dir, Path(scratch), on=True), args.device)
+            graphs = with_cuda_graphs(model_dir, Path(scratch), on=True)
+            results["genai_graphs"] = genai(graphs, adapter_file, args.device)
     if args.graphs:
         for key in ("adapter", "no_adapter"):
             same = results["genai_graphs"][key]["first_tokens"] == results["genai"][key]["first_tokens"]
             results["genai_graphs"][key]["same_tokens_as_without_graphs"] = same
     if args.hf:
-        results["hf"] = hf(args.models)
+        results["hf"] = hf(args.models, args.adapter)
     for r in results.values():
         r["ceiling_tokens_per_s"] = round(args.bandwidth / r["weight_bytes"], 1)
     sys.stdout.write(json.dumps(results, indent=1) + "\n")

@@ -3,14 +3,14 @@
 import dataclasses
 
 from dodo import DOIT_CONFIG  # noqa: F401
-from tasks.pipeline import STAGES, make_task
+from tasks.pipeline import STAGES, make_tasks
 
 
 def _fullsize(stage):
     stand_in = dataclasses.replace(stage, module="benchmarks.fullsize_stages")
 
     def create_task():
-        return make_task(stand_in)
+        yield from make_tasks(stand_in)
 
     return create_task
 

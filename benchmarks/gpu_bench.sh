@@ -46,9 +46,9 @@ build_rc=${PIPESTATUS[0]}
 echo "cold build: $(( $(date +%s) - start )) s, rc $build_rc" | tee -a "$out/summary.txt"
 kill $sampler
 python3 -c "import csv,sys; print('peak GPU memory during the build:', max(int(r[1]) for r in csv.reader(open(sys.argv[1])) if len(r) > 1), 'MiB')" "$out/gpu_memory.csv" | tee -a "$out/summary.txt"
-cp models/metrics/"$name"/*.json "$out/" 2>/dev/null
-cp models/"$name"/smoke/answers.json "$out/smoke_answers.json" 2>/dev/null
-cp models/"$name"/eval/answers.json "$out/eval_answers.json" 2>/dev/null
+cp models/metrics/"$name"/*.json models/metrics/"$name"/travel/*.json "$out/" 2>/dev/null
+cp models/"$name"/smoke/travel/answers.json "$out/smoke_answers.json" 2>/dev/null
+cp models/"$name"/eval/travel/answers.json "$out/eval_answers.json" 2>/dev/null
 tar czf "$out/logs.tgz" logs 2>/dev/null
 [ "$build_rc" = 0 ] || exit "$build_rc"
 fi

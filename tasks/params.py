@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -333,11 +333,14 @@ class Params(Section):
 
 def _suggest(error: dict, model: type[BaseModel]) -> str:
     """For an unknown key, the closest valid key of the same section."""
-    fields: type[BaseModel] | None = model
+    fields = model
     for part in error["loc"][:-1]:
-        info = fields.model_fields.get(str(part)) if fields else None
-        fields = info.annotation if info and isinstance(info.annotation, type) else None
-    if not fields or not issubclass(fields, BaseModel):
+        if isinstance(fields, type) and issubclass(fields, BaseModel):
+            info = fields.model_fields.get(str(part))
+            fields = info.annotation if info else None
+        else:  # a mapping's key (adapters.<name>): its values' model
+            fields = get_args(fields)[1] if get_origin(fields) is dict else None
+    if not (isinstance(fields, type) and issubclass(fields, BaseModel)):
         return ""
     close = difflib.get_close_matches(str(error["loc"][-1]), list(fields.model_fields), n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""

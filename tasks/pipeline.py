@@ -54,10 +54,10 @@ def project(root: Path | None = None):
     params = load_params(path)
     _check_stage_names(params, path)
     paths = Paths(root, params.name, OUTPUTS, tuple(params.adapter_names))
-    files = {f"adapters.{name}.data": own.data for name, own in params.adapters.items()}
-    files |= {"quantize.calibration": f for f in params.calibration_files()} if params.quantize.calibration else {}
+    files = [(f"adapters.{name}.data", own.data) for name, own in params.adapters.items()]
+    files += [("quantize.calibration", rel) for rel in params.calibration_files()]
     try:
-        for key, rel in files.items():
+        for key, rel in files:
             paths.inside(rel, key)
     except ValueError as exc:
         raise ParamsError(str(exc)) from None

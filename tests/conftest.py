@@ -37,16 +37,16 @@ class Run:
     @property
     def ran(self) -> list[str]:
         """Stages the reporter says finished, in order."""
-        return re.findall(r"^✔ (\w+)", self.output, flags=re.M)
+        return re.findall(r"^✔ ([\w:-]+)", self.output, flags=re.M)
 
     @property
     def restored(self) -> list[str]:
         """Stages the reporter says came back from the DVC cache, without recompute."""
-        return re.findall(r"^↺ (\w+) restored from cache", self.output, flags=re.M)
+        return re.findall(r"^↺ ([\w:-]+) restored from cache", self.output, flags=re.M)
 
     @property
     def failed(self) -> list[str]:
-        return re.findall(r"^✘ (\w+) failed", self.output, flags=re.M)
+        return re.findall(r"^✘ ([\w:-]+) failed", self.output, flags=re.M)
 
 
 TINY = "params/tiny.yaml"  # the tests build the tiny model; one test builds the default (a real one)

@@ -40,7 +40,9 @@ def child_env(online: bool) -> dict:
 def write_job(path: Path, job: dict) -> Path:
     """The job file: root, stage, the module to run, upstream stages, output folders, params, fingerprint."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(job, indent=1, sort_keys=True))
+    # Keys in their own order, never sorted: the order of params' adapters means something (the first
+    # is the default one and AWQ's calibration set).
+    path.write_text(json.dumps(job, indent=1))
     return path
 
 

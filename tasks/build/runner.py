@@ -135,9 +135,7 @@ def run_stage(stage, step: str, plan, project, task):
     finally:
         signal.signal(signal.SIGTERM, previous)
     if interrupted:
-        return TaskFailed(
-            f"interrupted (Ctrl-C or SIGTERM): {step} stopped, its partial output removed\n  log: {log}"
-        )
+        return TaskFailed(f"interrupted (Ctrl-C or SIGTERM): {step} stopped, its partial output removed\n  log: {log}")
     if rc != 0 or outcome.get("kind") != "summary":
         reason = outcome.get("message") or f"the stage process exited with code {rc}"
         return TaskFailed(f"{reason}\n  log: {log}")

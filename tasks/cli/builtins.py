@@ -5,7 +5,8 @@
   of adapters no longer in params;
 - `doit forget`: under the run lock too (it rewrites doit's record);
 - `doit list`: the stages in build order, each one outside the default build saying so;
-- `doit info <stage>`: why the stage is stale, or that it is up to date, as its first line.
+- `doit info <stage>`: why the stage is stale, or that it is up to date, as its first line (a
+  line for each adapter's step of a stage built per adapter).
 """
 
 from __future__ import annotations
@@ -110,13 +111,20 @@ class Info(DoitInfo):
     def _execute(self, pos_args, hide_status=False):
         tasks = {task.name: task for task in self.task_list}
         for name in pos_args if not hide_status else []:
-            task = tasks.get(name)
-            check = next((u for u, *_ in task.uptodate if isinstance(u, UpToDate)), None) if task else None
-            if check is None:
-                continue
-            status = self.dep_manager.get_status(task, tasks, get_log=True).status
-            if status == "up-to-date":
-                self.outstream.write(f"{name}: up to date (its inputs, code and output are as built)\n")
-            else:
-                self.outstream.write(f"{name}: stale: {check.reason}\n")
+            # A stage built per adapter (`doit info finetune`): a line for each adapter's step.
+            for step in (
+                [name] if name in tasks and tasks[name].actions else [t for t in tasks if t.startswith(f"{name}:")]
+            ):
+                self._status_line(step, tasks)
         return super()._execute(pos_args, hide_status=hide_status)
+
+    def _status_line(self, name: str, tasks: dict) -> None:
+        task = tasks[name]
+        check = next((u for u, *_ in task.uptodate if isinstance(u, UpToDate)), None)
+        if check is None:
+            return
+        status = self.dep_manager.get_status(task, tasks, get_log=True).status
+        if status == "up-to-date":
+            self.outstream.write(f"{name}: up to date (its inputs, code and output are as built)\n")
+        else:
+            self.outstream.write(f"{name}: stale: {check.reason}\n")

@@ -22,10 +22,14 @@ class Reporter(ConsoleReporter):
         self.status: dict[str, str] = {}  # stage: what this run did with it, for the summary table
 
     def execute_task(self, task):
+        if not task.actions:
+            return  # a stage's group task (`doit finetune`): its adapters' steps report themselves
         self.started[task.name] = time.perf_counter()
         console.print(f"[bold cyan]▶ {task.name}[/] [dim]{task.doc or ''}[/]")
 
     def add_success(self, task):
+        if not task.actions:
+            return
         self.ran += 1
         seconds = time.perf_counter() - self.started.get(task.name, time.perf_counter())
         size = task.values.get("size")
@@ -45,6 +49,8 @@ class Reporter(ConsoleReporter):
         console.print(f"[bold red]✘ {task.name} failed[/]\n  {message}")
 
     def skip_uptodate(self, task):
+        if not task.actions:
+            return
         self.status[task.name] = "up to date"
         console.print(f"[dim]· {task.name} up to date[/]")
 

@@ -133,7 +133,9 @@ def add_lora_inputs(model, layers: int, modules: list[str]) -> dict:
                 node.output[0] = y + "/base"
                 after.setdefault(node.name, []).extend(
                     [
-                        helper.make_node("MatMul", [a_name + "/out", b_name], [b_name + "/out"], name=b_name + "/MatMul"),
+                        helper.make_node(
+                            "MatMul", [a_name + "/out", b_name], [b_name + "/out"], name=b_name + "/MatMul"
+                        ),
                         helper.make_node("Add", [y + "/base", b_name + "/out"], [y], name=b_name + "/Add"),
                     ]
                 )
@@ -157,9 +159,13 @@ def adapter_weights(layout: dict, pairs: dict, scale: float) -> dict:
         key = f"model.layers.{layer}.{module}"
         branch = layout["branches"].get(key)
         if branch is None:
-            raise ValueError(f"the ONNX graph has no LoRA branch for {key}: its module is not among the export's targets")
+            raise ValueError(
+                f"the ONNX graph has no LoRA branch for {key}: its module is not among the export's targets"
+            )
         if ab["A"].shape[1] != branch["A"]["in"]:
-            raise ValueError(f"{key}: lora_A reads {ab['A'].shape[1]} features, the graph's projection {branch['A']['in']}")
+            raise ValueError(
+                f"{key}: lora_A reads {ab['A'].shape[1]} features, the graph's projection {branch['A']['in']}"
+            )
         weights[branch["A"]["name"]] = np.ascontiguousarray(ab["A"].T).astype(layout["dtype"])
         row = 0
         for b in branch["B"]:

@@ -84,14 +84,13 @@ def train_split(path: Path, eval_fraction: float, seed: int) -> list[dict]:
     return split_by_prompt(dedupe(parse_records(path)[0]), eval_fraction, seed)[0]
 
 
-def calibration_inputs(params, paths) -> dict[str, Path]:
-    """The calibration data files (quantize.calibration, default the first adapter's), as a stage's
-    inputs from outside the build: their content is in its fingerprint."""
-    files = params.calibration_files()
+def calibration_inputs(paths, files: list[str]) -> dict[str, Path]:
+    """The calibration data files (params: quantize.calibration, default the first adapter's) as a
+    stage's inputs from outside the build: their content is in its fingerprint."""
     return {f"calibration_{i}": paths.inside(rel, "quantize.calibration") for i, rel in enumerate(files)}
 
 
-def calibration_records(params, paths) -> list[dict]:
+def calibration_records(files: list[Path], eval_fraction: float, seed: int) -> list[dict]:
     """The train split of each calibration file (split as the data stage splits it, so no eval
     record is seen); several files are interleaved, so the first records mix them all."""
     from itertools import chain, zip_longest
@@ -99,11 +98,11 @@ def calibration_records(params, paths) -> list[dict]:
     from tasks.errors import StageError
 
     splits = []
-    for path in calibration_inputs(params, paths).values():
+    for path in files:
         if not path.is_file():
             raise StageError(f"params.yaml: quantize.calibration: {path} does not exist")
         try:
-            splits.append(train_split(path, params.data.eval_fraction, params.data.seed))
+            splits.append(train_split(path, eval_fraction, seed))
         except DataError as exc:
             raise StageError(f"quantize.calibration: {exc}") from None
     return [r for r in chain.from_iterable(zip_longest(*splits)) if r is not None]

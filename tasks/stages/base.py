@@ -28,7 +28,7 @@ def _outside(params, paths) -> dict:
     if params.base.source in SYNTHETIC:
         from tasks.ml.qa_data import calibration_inputs
 
-        return calibration_inputs(params, paths)
+        return calibration_inputs(paths, params.calibration_files())
     if params.base.source == "local":
         return {"local_base": Path(params.base.path).expanduser()}
     if params.base.source == "gguf":
@@ -110,7 +110,11 @@ def _synthetic(params, paths, out: Path, channel) -> dict:
     from tasks.ml.synthetic_model import make_synthetic_model
 
     cfg = params.base.synthetic
-    texts = [f"{r['prompt']}\n{r['response']}" for r in calibration_records(params, paths)]
+    corpus = list(_outside(params, paths).values())  # the calibration files
+    texts = [
+        f"{r['prompt']}\n{r['response']}"
+        for r in calibration_records(corpus, params.data.eval_fraction, params.data.seed)
+    ]
     shape = "tiny" if params.base.source == "tiny" else cfg.shape
     make_synthetic_model(texts, out, shape, seed=cfg.seed, vocab_size=cfg.vocab_size, outliers=cfg.outliers)
     return {}

@@ -19,6 +19,7 @@ from pathlib import Path
 from tasks.build.stage import Stage
 from tasks.ml.genai import check_config
 
+
 def lora_targets(params) -> dict:
     """The modules any adapter targets (as params name them: `auto` is resolved by the checkpoint)."""
     chosen = [params.for_adapter(a).finetune.target_modules for a in params.adapter_names]

@@ -12,6 +12,12 @@ from pathlib import Path
 from tasks.build.stage import Stage
 from tasks.ml.qa_data import calibration_inputs, calibration_records
 
+
+def calibration_files(params, paths) -> dict:
+    """quantize.calibration (default: the first adapter's data file) is an input from outside the build."""
+    return calibration_inputs(paths, params.calibration_files())
+
+
 STAGE = Stage(
     name="quantize",
     module=__name__,
@@ -20,13 +26,15 @@ STAGE = Stage(
     upstream=("base",),
     libraries=("autoawq", "torch", "transformers", "accelerate"),
     params=("quantize", "template", "data"),  # data: the train/eval split, so no eval text calibrates
-    external_inputs=calibration_inputs,
+    external_inputs=calibration_files,
 )
 
 
 def calibration_texts(params, paths) -> list[str]:
     """The calibration records in the chat template: the text the model will see after finetuning."""
-    return [params.render(r["prompt"], r["response"]) for r in calibration_records(params, paths)]
+    files = list(calibration_files(params, paths).values())
+    records = calibration_records(files, params.data.eval_fraction, params.data.seed)
+    return [params.render(r["prompt"], r["response"]) for r in records]
 
 
 def _check_group_size(base: Path, group: int) -> None:

@@ -3,8 +3,9 @@ in it (`adapters/<name>.onnx_adapter`) to Azure ML.
 
 Idempotent by content: every registered version carries a hash of the DVC content hashes of the
 export and of each adapter file, by name, as the tag `dvc_md5`; a build whose hash is already
-registered under the name reuses that version, new content gets the container's next version. The outcome goes to `registry/model.json` in the
-stage output and, git-tracked, to models/registry/<name>.json.
+registered under the name reuses that version, new content gets the container's next version.
+The outcome goes to `registry/model.json` in the stage output and, git-tracked, to
+models/registry/<name>.json.
 """
 
 from __future__ import annotations

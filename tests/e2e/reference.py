@@ -13,7 +13,7 @@ def _relative(a, b) -> float:
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
-def torch_logits(project: Path, tmp: Path, name: str = "tiny"):
+def torch_logits(project: Path, tmp: Path, name: str = "tiny", adapter: str = "travel"):
     """Logits of PROMPT with and without the adapter, from the dequantized AWQ model in fp32."""
     import torch
     from peft import PeftModel
@@ -23,7 +23,7 @@ def torch_logits(project: Path, tmp: Path, name: str = "tiny"):
 
     models = project / "models" / name
     write_dequantized(models / "awq", tmp, "float32")
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tmp), str(models / "ft/adapter")).eval()
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tmp), str(models / "ft" / adapter)).eval()
     ids = AutoTokenizer.from_pretrained(tmp)(PROMPT)["input_ids"]
     with torch.no_grad():
         tuned = model(torch.tensor([ids])).logits[0].numpy()
@@ -32,8 +32,8 @@ def torch_logits(project: Path, tmp: Path, name: str = "tiny"):
     return ids, tuned, plain, model.config
 
 
-def onnx_logits(onnx_dir: Path, ids: list[int], config, adapter: bool):
-    """Logits of the prompt from onnxruntime, optionally with the exported adapter active."""
+def onnx_logits(onnx_dir: Path, ids: list[int], config, adapter: Path | None):
+    """Logits of the prompt from onnxruntime, optionally with an exported adapter file active."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(onnx_dir / "model.onnx"), providers=["CPUExecutionProvider"])
@@ -48,18 +48,30 @@ def onnx_logits(onnx_dir: Path, ids: list[int], config, adapter: bool):
     options = ort.RunOptions()
     if adapter:
         lora = ort.LoraAdapter()
-        lora.Load(str(onnx_dir / "adapter_weights.onnx_adapter"))
+        lora.Load(str(adapter))
         options.add_active_adapter(lora)
     return session.run(["logits"], feeds, options)[0][0].astype(np.float32)
 
 
-def logits_error(project: Path, name: str = "tiny"):
-    """(error with adapter, size of the adapter's effect, error without adapter), relative L2."""
+def all_logits(project: Path, name: str = "tiny", adapter: str = "travel"):
+    """(torch with adapter, torch without, ONNX with adapter, ONNX without) logits of PROMPT."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        ids, tuned, plain, config = torch_logits(project, Path(tmp), name)
+        ids, tuned, plain, config = torch_logits(project, Path(tmp), name, adapter)
     onnx_dir = project / "models" / name / "onnx-ao" / "model"
-    with_adapter = onnx_logits(onnx_dir, ids, config, adapter=True)
-    without = onnx_logits(onnx_dir, ids, config, adapter=False)
+    adapter_file = project / "models" / name / "onnx-ao" / "adapters" / adapter / "adapter_weights.onnx_adapter"
+    return tuned, plain, onnx_logits(onnx_dir, ids, config, adapter_file), onnx_logits(onnx_dir, ids, config, None)
+
+
+def logits_error(project: Path, name: str = "tiny", adapter: str = "travel"):
+    """(error with adapter, size of the adapter's effect, error without adapter), relative L2."""
+    tuned, plain, with_adapter, without = all_logits(project, name, adapter)
     return _relative(with_adapter, tuned), _relative(tuned, plain), _relative(without, plain)
+
+
+def adapter_effect_error(project: Path, name: str = "tiny", adapter: str = "travel") -> float:
+    """How far the adapter's effect on the ONNX logits (with minus without) is from its effect in
+    torch, relative: the adapter's own computation, apart from the int4/int8 error of the base."""
+    tuned, plain, with_adapter, without = all_logits(project, name, adapter)
+    return _relative(with_adapter - without, tuned - plain)

@@ -15,7 +15,7 @@ QUESTION = "what is the best thing to see in chicago"  # smoke's prompt in param
 
 
 def test_ask_streams_the_answer_smoke_recorded_with_the_adapter_and_without(built_copy):
-    recorded = json.loads((built_copy / "models/tiny/smoke/answers.json").read_text())["answers"][0]
+    recorded = json.loads((built_copy / "models/tiny/smoke/travel/answers.json").read_text())["answers"][0]
     assert recorded["prompt"] == QUESTION
     run = doit(built_copy, "ask", QUESTION)
     assert run.returncode == 0, run.output

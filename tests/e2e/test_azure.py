@@ -19,6 +19,7 @@ from tests.conftest import PLAIN, ROOT, as_in_a_terminal, doit, edit_params
 from tests.fakes.azure import ACCOUNT, ACCOUNT_KEY, CLIENT_SECRET, CONTAINER, NO_DATA_ROLE, add_model
 
 pytestmark = pytest.mark.slow
+ADAPTER_CHAIN = ["finetune:travel", "adapter:travel", "smoke:travel", "evaluate:travel"]
 
 WORKSPACE = {
     "subscription_id: null": "subscription_id: 00000000-0000-0000-0000-0000000000aa",
@@ -81,16 +82,20 @@ def test_first_registration_publishes_the_model_folder(registered):
     version = models["ft-for-travel"]["1"]["properties"]
     record = json.loads((project / "models/registry/tiny.json").read_text())
     content = record["dvc_md5"]
-    assert content == project.joinpath("models/tiny/onnx-ao/model.dvc").read_text().split("md5: ")[1].split()[0]
-    assert (record["name"], record["version"]) == ("ft-for-travel", "1")
+    assert (record["name"], record["version"], record["adapters"]) == ("ft-for-travel", "1", ["travel"])
     assert version["modelType"] == "custom_model" and version["tags"]["dvc_md5"] == content
-    assert float(version["tags"]["perplexity_onnx_adapter"]) > 1  # the evaluate stage's figure
-    # Every file of the ONNX folder (model, genai config, tokenizer, adapter) is in blob storage.
-    prefix = state / "blobs" / ACCOUNT / CONTAINER / f"lab-models/ft-for-travel/{content.removesuffix('.dir')}/model"
+    assert version["tags"]["adapters"] == "travel"
+    assert float(version["tags"]["perplexity_onnx_adapter.travel"]) > 1  # the evaluate stage's figure
+    # Every file of the ONNX folder (model, genai config, tokenizer) and the adapter beside it, by name.
+    prefix = state / "blobs" / ACCOUNT / CONTAINER / f"lab-models/ft-for-travel/{content}/model"
     export = project / "models/tiny/onnx-ao/model"
-    assert {p.name: p.read_bytes() for p in prefix.iterdir()} == {p.name: p.read_bytes() for p in export.iterdir()}
-    assert {"adapter_weights.onnx_adapter", "genai_config.json", "tokenizer.json"} <= {p.name for p in prefix.iterdir()}
-    folder = f"lab-models/ft-for-travel/{content.removesuffix('.dir')}/model"
+    published = {p.relative_to(prefix).as_posix(): p.read_bytes() for p in prefix.rglob("*") if p.is_file()}
+    adapter = project / "models/tiny/onnx-ao/adapters/travel/adapter_weights.onnx_adapter"
+    assert published == {p.name: p.read_bytes() for p in export.iterdir()} | {
+        "adapters/travel.onnx_adapter": adapter.read_bytes()
+    }
+    assert {"genai_config.json", "tokenizer.json", "model.onnx"} <= set(published)
+    folder = f"lab-models/ft-for-travel/{content}/model"
     assert version["modelUri"].endswith(f"datastores/workspaceblobstore/paths/{folder}")
     assert sum(line.startswith("PUT management.azure.com") for line in log) == 1
     assert any(f"{CONTAINER}/lab-models" in line for line in log)
@@ -111,7 +116,7 @@ def test_new_content_gets_the_next_version(registered):
     project, env, state = registered
     edit_params(project, "max_steps: 100", "max_steps: 20")
     run = doit(project, env=env)
-    assert run.returncode == 0 and run.ran == ["finetune", "export", "smoke", "evaluate", "register"], run.output
+    assert run.returncode == 0 and run.ran == [*ADAPTER_CHAIN, "register"], run.output
     models, _ = service(state)
     assert list(models["ft-for-travel"]) == ["1", "2"]
     tags = [models["ft-for-travel"][v]["properties"]["tags"]["dvc_md5"] for v in ("1", "2")]
@@ -165,7 +170,7 @@ def test_no_secret_in_any_record_log_or_tag(built_copy, tmp_path):
     run = doit(built_copy, env=azure_env(state))
     assert run.returncode == 0 and run.ran == ["base", "register"], run.output
     run = doit(built_copy, "-s", "-a", "finetune", env=azure_env(state))
-    assert run.returncode == 0 and run.ran == ["finetune"], run.output
+    assert run.returncode == 0 and run.ran == ["finetune:travel"], run.output
     log = service(state)[1]
     assert any("listSecrets" in line for line in log) and any("/datarefs/phi-lab/" in line for line in log)
     files = [*built_copy.rglob("*.dvc"), *(built_copy / "models/metrics").rglob("*.json"), *built_copy.glob("logs/*")]
@@ -227,18 +232,18 @@ def _remote(project: Path, stage: str) -> None:
 
 def test_a_stage_runs_as_an_azureml_job_and_builds_what_a_local_run_builds(built_copy, tmp_path):
     state = tmp_path / "azure"
-    local = _outs(built_copy / "models/tiny/ft/adapter.dvc")
+    local = _outs(built_copy / "models/tiny/ft/travel.dvc")
     _remote(built_copy, "finetune")
     run = doit(built_copy, "-s", "-a", "finetune", env=azure_env(state))
-    assert run.returncode == 0 and run.ran == ["finetune"], run.output
-    assert _outs(built_copy / "models/tiny/ft/adapter.dvc") == local  # same bytes as the local build
+    assert run.returncode == 0 and run.ran == ["finetune:travel"], run.output
+    assert _outs(built_copy / "models/tiny/ft/travel.dvc") == local  # same bytes as the local build
     jobs = json.loads((state / "jobs.json").read_text())
     (job,) = jobs.values()
     props = job["properties"]
     assert props["status"] == "Completed" and props["computeId"].endswith("/computes/gpu-cluster")
-    assert props["command"].startswith("cd ${{inputs.code}} && python -m tasks.azureml.job_entry finetune")
-    assert set(props["inputs"]) == {"code", "data", "quantize"}
-    log = (built_copy / "logs/finetune.log").read_text()
+    assert props["command"].startswith("cd ${{inputs.code}} && python -m tasks.azureml.job_entry finetune:travel ")
+    assert set(props["inputs"]) == {"code", "data__travel", "quantize"}
+    log = (built_copy / "logs/finetune.travel.log").read_text()
     assert f"submitted Azure ML job {job['name']}" in log and '[job] {"event": "summary"' in log
     # Tracked like a local build: nothing after finetune is stale (register is new: a workspace is set).
     assert doit(built_copy, env=azure_env(state)).ran == ["register"]
@@ -251,23 +256,23 @@ def test_a_stage_runs_as_an_azureml_job_and_builds_what_a_local_run_builds(built
 
 def test_a_job_that_fails_remotely_fails_the_stage_with_its_error_and_log(built_copy, tmp_path):
     _remote(built_copy, "finetune")
-    before = (built_copy / "models/tiny/ft/adapter.dvc").read_text()
+    before = (built_copy / "models/tiny/ft/travel.dvc").read_text()
     no_gpu = "  gradient_checkpointing: false\n  device: cuda"  # the fake's compute has none
     edit_params(built_copy, "  gradient_checkpointing: false\n  device: auto", no_gpu)
     run = doit(built_copy, env=azure_env(tmp_path / "azure"))
-    assert run.returncode == 1 and run.failed == ["finetune"] and run.ran == []
-    remote_error = r"Azure ML job lab-tiny-finetune-\w+ failed: params.yaml: finetune.device: cuda"
+    assert run.returncode == 1 and run.failed == ["finetune:travel"] and run.ran == []
+    remote_error = r"Azure ML job lab-tiny-finetune-travel-\w+ failed: params.yaml: finetune.device: cuda"
     assert re.search(remote_error, run.output), run.output
     assert "job log (last lines)" in run.output
-    assert (built_copy / "models/tiny/ft/adapter.dvc").read_text() == before
-    assert (built_copy / "models/tiny/ft/adapter/adapter_model.safetensors").is_file()
+    assert (built_copy / "models/tiny/ft/travel.dvc").read_text() == before
+    assert (built_copy / "models/tiny/ft/travel/adapter_model.safetensors").is_file()
 
 
 def test_azureml_executor_without_compute_says_what_to_set(built_copy, tmp_path):
     _remote(built_copy, "finetune")
     edit_params(built_copy, "  compute: gpu-cluster", "  compute: null")
     run = doit(built_copy, "-s", "-a", "finetune", env=azure_env(tmp_path / "azure"))
-    assert run.returncode == 1 and run.failed == ["finetune"]
+    assert run.returncode == 1 and run.failed == ["finetune:travel"]
     assert "params.yaml: jobs.compute not set" in run.output
     assert not any("/jobs/" in line for line in service(tmp_path / "azure")[1])
 
@@ -309,11 +314,11 @@ def test_ctrl_c_or_sigterm_cancels_the_running_job(built_copy, tmp_path, sig):
     else:
         os.kill(proc.pid, signal.SIGTERM)  # to doit alone
     output, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 1 and "interrupted (Ctrl-C or SIGTERM): finetune stopped" in output, output
+    assert proc.returncode == 1 and "interrupted (Ctrl-C or SIGTERM): finetune:travel stopped" in output, output
     (job,) = _jobs(state)
     assert job["properties"]["status"] == "Canceled"
     assert any(line.startswith("POST") and line.endswith("/cancel") for line in service(state)[1])
-    assert not (built_copy / "logs/finetune.azureml-job.json").exists()
+    assert not (built_copy / "logs/finetune.travel.azureml-job.json").exists()
 
 
 @pytest.mark.parametrize("then", ["same inputs", "inputs changed"])
@@ -326,17 +331,17 @@ def test_a_job_left_by_a_killed_run_is_reattached_or_cancelled(built_copy, tmp_p
     proc.communicate(timeout=60)
     (left,) = _jobs(state)
     assert left["properties"]["status"] == "Running"
-    assert json.loads((built_copy / "logs/finetune.azureml-job.json").read_text())["job"] == left["name"]
+    assert json.loads((built_copy / "logs/finetune.travel.azureml-job.json").read_text())["job"] == left["name"]
     if then == "inputs changed":
         edit_params(built_copy, "max_steps: 150", "max_steps: 20")
     run = doit(built_copy, "finetune", env=azure_env(state))
-    assert run.returncode == 0 and run.ran == ["finetune"], run.output
+    assert run.returncode == 0 and run.ran == ["finetune:travel"], run.output
     jobs = {job["name"]: job["properties"]["status"] for job in _jobs(state)}
-    log = (built_copy / "logs/finetune.log").read_text()
+    log = (built_copy / "logs/finetune.travel.log").read_text()
     if then == "same inputs":
         assert jobs == {left["name"]: "Completed"}
         assert f"reattached to Azure ML job {left['name']}" in log
     else:
         assert jobs.pop(left["name"]) == "Canceled" and list(jobs.values()) == ["Completed"]
         assert f"cancelled Azure ML job {left['name']}, left running by an interrupted run" in log
-    assert not (built_copy / "logs/finetune.azureml-job.json").exists()
+    assert not (built_copy / "logs/finetune.travel.azureml-job.json").exists()

@@ -16,12 +16,12 @@ pytestmark = pytest.mark.slow
 
 
 def _metrics(project: Path) -> dict:
-    return json.loads((project / "models/metrics/tiny/evaluate.json").read_text())
+    return json.loads((project / "models/metrics/tiny/travel/evaluate.json").read_text())
 
 
 def test_torch_and_onnx_agree_and_the_adapter_helps(built):
     m = _metrics(built)
-    evals = (built / "data/prepared/eval.jsonl").read_text().splitlines()
+    evals = (built / "data/prepared/tiny/travel/eval.jsonl").read_text().splitlines()
     assert m["examples"] == len(evals) > 0
     # The untrained tiny model predicts close to uniformly over its vocabulary, so its perplexity is
     # near the vocabulary's size (a loss summed instead of averaged, in bits, or over the prompt's
@@ -29,7 +29,7 @@ def test_torch_and_onnx_agree_and_the_adapter_helps(built):
     vocab = json.loads((built / "models/tiny/base/config.json").read_text())["vocab_size"]
     assert 0.8 * vocab < m["perplexity_base"] < 1.25 * vocab
     # Each variant's loss is the mean of its per-example losses (the eval_loss plot's columns).
-    rows = list(csv.DictReader((built / "models/plots/tiny/eval_loss.csv").open()))
+    rows = list(csv.DictReader((built / "models/plots/tiny/travel/eval_loss.csv").open()))
     for variant in ("base", "rtn", "awq", "awq_adapter", "onnx_adapter"):
         mean = sum(float(r[variant]) for r in rows) / len(rows)
         assert math.isclose(m[f"loss_{variant}"], mean, rel_tol=1e-4), variant
@@ -57,8 +57,8 @@ def test_an_answer_matches_only_when_its_first_tokens_are_the_reference(built):
     from tasks.stages.evaluate import answer_matches, onnx_session
 
     params, paths = project(built)
-    model, adapters, _ = onnx_session(params, paths)
-    name, n = params.smoke.adapter_name, params.evaluate.match_tokens
+    model, adapters, _ = onnx_session(params.for_adapter("travel"), paths.for_adapter("travel"))
+    name, n = "travel", params.evaluate.match_tokens
     prompts = [{"prompt": p} for p in ([1, 2, 3], [5, 8, 13, 21], [34, 55])]
     own = [{**p, "answer": generate(model, None, p["prompt"], n, adapters, name)[0]} for p in prompts]
     assert all(len(ex["answer"]) == n for ex in own)  # no end-of-text within n tokens: a full comparison
@@ -76,14 +76,14 @@ def test_an_answer_matches_only_when_its_first_tokens_are_the_reference(built):
 
 def test_sizes_are_the_artifacts_on_disk(built):
     m = _metrics(built)
-    for key, folder in [("base", "base"), ("awq", "awq"), ("adapter", "ft/adapter"), ("onnx", "onnx-ao/model")]:
+    for key, folder in [("base", "base"), ("awq", "awq"), ("adapter", "ft/travel"), ("onnx", "onnx-ao/model")]:
         on_disk = sum(p.stat().st_size for p in (built / "models/tiny" / folder).rglob("*") if p.is_file())
         assert m[f"bytes_{key}"] == on_disk, key
     assert m["compression_awq"] == round(m["bytes_base"] / m["bytes_awq"], 3) > 1
 
 
 def test_plots_hold_the_training_and_eval_curves(built):
-    plots = built / "models/plots/tiny"
+    plots = built / "models/plots/tiny/travel"
     train = list(csv.DictReader((plots / "train_loss.csv").open()))
     assert [int(r["step"]) for r in train] == list(range(1, 101))
     evals = list(csv.DictReader((plots / "eval_loss.csv").open()))
@@ -101,12 +101,15 @@ def test_report_renders_with_real_plots(built_copy):
     page = (report / "index.html").read_text()
     assert "ONNX + adapter" in page and "what is the best thing to see in chicago" in page
     assert page.count('src="data:image/png;base64,') == 4  # self-contained
-    held_out = json.loads((built_copy / "models/tiny/eval/answers.json").read_text())["answers"]
-    evals = [json.loads(line) for line in (built_copy / "data/prepared/eval.jsonl").read_text().splitlines()]
+    held_out = json.loads((built_copy / "models/tiny/eval/travel/answers.json").read_text())["answers"]
+    evals = [
+        json.loads(line) for line in (built_copy / "data/prepared/tiny/travel/eval.jsonl").read_text().splitlines()
+    ]
     assert [a["prompt"] for a in held_out] == [r["prompt"] for r in evals[:3]]  # the held-out questions
     assert "Held-out questions" in page and html.escape(held_out[0]["prompt"]) in page
+    assert "Adapter travel" in page
     for name in ("training_loss", "perplexity", "sizes", "decode_speed"):
-        png = report / f"{name}.png"
+        png = report / f"{name}_travel.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
         pixels = matplotlib.image.imread(png)[..., :3]
         assert pixels.shape[0] > 200 and pixels.shape[1] > 400, name

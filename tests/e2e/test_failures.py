@@ -21,7 +21,7 @@ def test_bad_data_line_fails_data_and_nothing_after_it(built_copy):
     data.write_bytes(data.read_bytes() + b'\r\n{"prompt": "Rome?", "respons": "Walk."}\r\n')
     run = doit(built_copy)
     assert run.returncode == 1
-    assert run.failed == ["data"] and run.ran == []
+    assert run.failed == ["data:travel"] and run.ran == []
     assert f"{data}:290: missing key 'response'" in run.output
     assert "log: " in run.output and "Traceback" not in run.output
     assert _records(built_copy) == before  # every earlier artifact record is untouched
@@ -44,10 +44,10 @@ def test_cuda_requested_without_cuda_is_a_clear_error(built_copy):
 
 
 def test_data_path_outside_the_project_is_refused(built_copy):
-    edit_params(built_copy, "path: data/data_sample_travel.jsonl", "path: ../../../etc/passwd")
+    edit_params(built_copy, "data: data/data_sample_travel.jsonl", "data: ../../../etc/passwd")
     run = doit(built_copy)
     assert run.returncode == 1 and run.ran == []
-    assert "data.path: '../../../etc/passwd' is outside the project" in run.output
+    assert "adapters.travel.data: '../../../etc/passwd' is outside the project" in run.output
 
 
 @pytest.mark.parametrize(
@@ -96,21 +96,22 @@ def test_disk_full_keeps_the_previous_artifact(built_copy):
     """Writes past 40 kB fail (RLIMIT_FSIZE, as on a full disk) while data writes its splits."""
     import resource
 
-    before = {p.name: p.read_bytes() for p in (built_copy / "data/prepared").iterdir()}
+    prepared = built_copy / "data/prepared/tiny/travel"
+    before = {p.name: p.read_bytes() for p in prepared.iterdir()}
     edit_params(built_copy, "seed: 42", "seed: 43")
     run = doit(built_copy, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, 40_000)))
-    assert run.returncode == 1 and run.failed == ["data"]
+    assert run.returncode == 1 and run.failed == ["data:travel"]
     assert "disk full while writing" in run.output and "File too large" in run.output
-    assert "data/prepared is untouched" in run.output
-    assert {p.name: p.read_bytes() for p in (built_copy / "data/prepared").iterdir()} == before
-    assert not list((built_copy / "data").glob(".tmp-*"))
+    assert "data/prepared/tiny/travel is untouched" in run.output
+    assert {p.name: p.read_bytes() for p in prepared.iterdir()} == before
+    assert not list(prepared.parent.glob(".tmp-*"))
 
 
 def test_no_secret_reaches_logs_records_metrics_or_params(built_copy):
     secret = "s3cr3t-0123456789"
     edit_params(built_copy, "max_new_tokens: 64", "max_new_tokens: 8")
     run = doit(built_copy, env={"AZURE_CLIENT_SECRET": secret, "HF_TOKEN": secret})
-    assert run.returncode == 0 and run.ran == ["smoke"], run.output
+    assert run.returncode == 0 and run.ran == ["smoke:travel"], run.output
     records = [
         *built_copy.rglob("*.dvc"),
         *(built_copy / "models/metrics").rglob("*"),
@@ -124,25 +125,25 @@ def test_no_secret_reaches_logs_records_metrics_or_params(built_copy):
 def test_a_diverging_run_through_the_real_trainer_fails_finetune(built_copy):
     """A learning rate that overflows the weights: every later gradient is non-finite, each such
     step is skipped and counted, and past 10 % of the steps the stage fails; the adapter is kept."""
-    before = (built_copy / "models/tiny/ft/adapter.dvc").read_text()
+    before = (built_copy / "models/tiny/ft/travel.dvc").read_text()
     edit_params(built_copy, "learning_rate: 0.0002", "learning_rate: 1.0e+30")
     edit_params(built_copy, "max_steps: 100", "max_steps: 20")
     run = doit(built_copy)
-    assert run.returncode == 1 and run.failed == ["finetune"] and run.ran == [], run.output
+    assert run.returncode == 1 and run.failed == ["finetune:travel"] and run.ran == [], run.output
     assert "training diverged" in run.output
-    assert (built_copy / "models/tiny/ft/adapter.dvc").read_text() == before
+    assert (built_copy / "models/tiny/ft/travel.dvc").read_text() == before
 
 
 def test_disk_full_in_finetune_keeps_the_previous_adapter(built_copy):
     """The same full disk (RLIMIT_FSIZE) while finetune writes its adapter (~800 kB)."""
     import resource
 
-    before = (built_copy / "models/tiny/ft/adapter.dvc").read_text()
+    before = (built_copy / "models/tiny/ft/travel.dvc").read_text()
     edit_params(built_copy, "max_steps: 100", "max_steps: 10")
     limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))  # noqa: E731
     run = doit(built_copy, preexec_fn=limit)
-    assert run.returncode == 1 and run.failed == ["finetune"], run.output
+    assert run.returncode == 1 and run.failed == ["finetune:travel"], run.output
     assert "disk full while writing" in run.output and "is untouched" in run.output, run.output
-    assert (built_copy / "models/tiny/ft/adapter.dvc").read_text() == before
-    assert (built_copy / "models/tiny/ft/adapter/adapter_model.safetensors").is_file()
+    assert (built_copy / "models/tiny/ft/travel.dvc").read_text() == before
+    assert (built_copy / "models/tiny/ft/travel/adapter_model.safetensors").is_file()
     assert not list((built_copy / "models/tiny/ft").glob(".tmp-*"))

@@ -18,7 +18,8 @@ from tests.conftest import doit, edit_params
 
 pytestmark = pytest.mark.slow
 
-ALL = default_tasks()  # the stages of the default build, in build order
+ALL = default_tasks()  # the steps of the default build, in build order
+ADAPTER_CHAIN = ["finetune:travel", "adapter:travel", "smoke:travel", "evaluate:travel"]
 
 
 def _append(project: Path, rel: str, text: str) -> None:
@@ -29,9 +30,9 @@ def _append(project: Path, rel: str, text: str) -> None:
 
 
 def _edit_through_the_link(project: Path) -> None:
-    path = project / "models/tiny/ft/adapter/adapter_config.json"
+    path = project / "models/tiny/ft/travel/adapter_config.json"
     assert path.stat().st_nlink == 2 and path.stat().st_mode & 0o777 == 0o444  # as a checkout has it
-    _append(project, "models/tiny/ft/adapter/adapter_config.json", " ")
+    _append(project, "models/tiny/ft/travel/adapter_config.json", " ")
 
 
 def _local_base(project: Path) -> None:
@@ -49,13 +50,12 @@ CHANGES = {
         ),
         ALL,
     ),
-    "base section": (lambda p: edit_params(p, "seed: 1234", "seed: 99"), ALL[1:]),
-    # AutoAWQ's clip search too (the tiny build leaves it off to save 12 s a build).
-    "quantize section": (lambda p: edit_params(p, "clip_search: false", "clip_search: true "), ALL[2:]),
-    "finetune section": (lambda p: edit_params(p, "max_steps: 100", "max_steps: 30"), ALL[3:]),
+    # (base and quantize sections: tests/e2e/test_adapters.py, where both adapters rebuild)
+    # The model's graph does not depend on the adapter's training: export stays up to date.
+    "finetune section": (lambda p: edit_params(p, "max_steps: 100", "max_steps: 30"), ADAPTER_CHAIN),
     "export section": (lambda p: edit_params(p, "accuracy_level: 4", "accuracy_level: 1"), ALL[4:]),
-    "smoke section": (lambda p: edit_params(p, "max_new_tokens: 64", "max_new_tokens: 16"), ["smoke"]),
-    "evaluate section": (lambda p: edit_params(p, "match_tokens: 8", "match_tokens: 4"), ["evaluate"]),
+    "smoke section": (lambda p: edit_params(p, "max_new_tokens: 64", "max_new_tokens: 16"), ["smoke:travel"]),
+    "evaluate section": (lambda p: edit_params(p, "match_tokens: 8", "match_tokens: 4"), ["evaluate:travel"]),
     # The code of export changes; its rebuilt model has the same bytes, so smoke stays up to date.
     "export's code": (lambda p: _append(p, "tasks/stages/export.py", "# reviewed\n"), ["export"]),
     # A helper only base imports: base re-runs (its code fingerprint is derived from its imports),
@@ -65,7 +65,7 @@ CHANGES = {
     "quantize output deleted": (lambda p: shutil.rmtree(p / "models/tiny/awq"), [], ["quantize"]),
     # The edit goes through DVC's hard link into the cache, whose hash check then fails: rebuilt,
     # with the same bytes, so nothing after it runs.
-    "adapter edited in place": (_edit_through_the_link, ["finetune"]),
+    "adapter edited in place": (_edit_through_the_link, ["finetune:travel"]),
     # A file added by hand: the folder no longer matches its record; the version DVC holds comes back.
     "file added to an artifact by hand": (
         lambda p: (p / "models/tiny/awq/notes.txt").write_text("x"),
@@ -78,7 +78,7 @@ CHANGES = {
     # (found on the H200: the restore wrote the .dvc file into a folder that no longer existed).
     "models/<name> deleted": (lambda p: shutil.rmtree(p / "models/tiny"), [], ALL[1:]),
     # The run-cache holds the build this .dvc file described.
-    ".dvc file deleted": (lambda p: (p / "models/tiny/smoke.dvc").unlink(), [], ["smoke"]),
+    ".dvc file deleted": (lambda p: (p / "models/tiny/smoke/travel.dvc").unlink(), [], ["smoke:travel"]),
 }
 
 
@@ -95,37 +95,38 @@ def test_a_change_runs_exactly_the_stale_stages(built_copy, change):
 
 
 def test_force_one_stage_alone(built_copy):
-    """`doit -s -a finetune` re-runs finetune and nothing else."""
-    run = doit(built_copy, "-s", "-a", "finetune")
-    assert run.returncode == 0 and run.ran == ["finetune"], run.output
+    """`doit -s -a finetune:travel` re-runs that finetune and nothing else."""
+    run = doit(built_copy, "-s", "-a", "finetune:travel")
+    assert run.returncode == 0 and run.ran == ["finetune:travel"], run.output
 
 
 def test_profile_a_stage(built_copy):
     """LAB_PROFILE=1: the stage's cProfile stats beside its log, the top entries in it."""
     import pstats
 
-    run = doit(built_copy, "-s", "-a", "smoke", env={"LAB_PROFILE": "1"})
-    assert run.returncode == 0 and run.ran == ["smoke"], run.output
-    stats = pstats.Stats(str(built_copy / "logs/smoke.prof"))
+    run = doit(built_copy, "-s", "-a", "smoke", env={"LAB_PROFILE": "1"})  # the stage: every adapter's
+    assert run.returncode == 0 and run.ran == ["smoke:travel"], run.output
+    stats = pstats.Stats(str(built_copy / "logs/smoke.travel.prof"))
     assert any(func[2] == "run" and func[0].endswith("smoke.py") for func in stats.stats)
-    assert "Ordered by: cumulative time" in (built_copy / "logs/smoke.log").read_text()
+    assert "Ordered by: cumulative time" in (built_copy / "logs/smoke.travel.log").read_text()
 
 
 def test_forget_verifies_the_output_instead_of_recomputing(built_copy):
-    """`doit forget finetune && doit`: doit's record is gone, the .dvc record still matches, so the
-    adapter is hash-checked against DVC's cache and kept; `doit -a` is the way to recompute."""
-    assert doit(built_copy, "forget", "finetune").returncode == 0
+    """`doit forget finetune:travel && doit`: doit's record is gone, the .dvc record still matches, so
+    the adapter is hash-checked against DVC's cache and kept; `doit -a` is the way to recompute."""
+    assert doit(built_copy, "forget", "finetune:travel").returncode == 0
     run = doit(built_copy)
-    assert (run.ran, run.restored) == ([], ["finetune"]), run.output
+    assert (run.ran, run.restored) == ([], ["finetune:travel"]), run.output
     assert "verified in place" in run.output
 
 
 def test_info_says_first_why_a_stage_is_stale_or_that_it_is_up_to_date(built_copy):
-    run = doit(built_copy, "info", "finetune")
-    assert run.returncode == 0 and run.output.startswith("finetune: up to date"), run.output
+    run = doit(built_copy, "info", "finetune:travel")
+    assert run.returncode == 0 and run.output.startswith("finetune:travel: up to date"), run.output
     edit_params(built_copy, "max_steps: 100", "max_steps: 30")
-    run = doit(built_copy, "info", "finetune")
-    assert run.returncode == 1 and run.output.startswith("finetune: stale: changed: params.finetune.max_steps")
+    run = doit(built_copy, "info", "finetune:travel")
+    assert run.returncode == 1
+    assert run.output.startswith("finetune:travel: stale: changed: params.finetune.max_steps"), run.output
 
 
 def test_export_with_fp32_compute_matches_torch_closely(built_copy):
@@ -133,7 +134,7 @@ def test_export_with_fp32_compute_matches_torch_closely(built_copy):
     from tests.e2e.reference import logits_error
 
     edit_params(built_copy, "accuracy_level: 4", "accuracy_level: 1")
-    assert doit(built_copy).ran == ["export", "smoke", "evaluate"]
+    assert doit(built_copy).ran == ALL[4:]
     error, adapter_effect, error_without = logits_error(built_copy)
     assert error < 1e-3 and error_without < 1e-3
     assert adapter_effect > 100 * error
@@ -142,7 +143,7 @@ def test_export_with_fp32_compute_matches_torch_closely(built_copy):
 @pytest.mark.parametrize("stage", ["base", "export"])  # quantize, finetune: see the table above
 def test_a_forced_rebuild_gives_the_same_bytes(built_copy, stage):
     """Same inputs, same bytes: a forced rebuild leaves the content hash, so nothing after it runs."""
-    dvc = {"base": "base", "quantize": "awq", "finetune": "ft/adapter", "export": "onnx-ao/model"}[stage]
+    dvc = {"base": "base", "quantize": "awq", "finetune": "ft/travel", "export": "onnx-ao/model"}[stage]
     before = _md5_line(built_copy / f"models/tiny/{dvc}.dvc")
     assert doit(built_copy, "-s", "-a", stage).ran == [stage]
     assert _md5_line(built_copy / f"models/tiny/{dvc}.dvc") == before
@@ -160,16 +161,16 @@ def test_a_library_version_bump_makes_the_stages_using_it_stale(built_copy, tmp_
     dist.mkdir(parents=True)
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: olive-ai\nVersion: 99.0.0\n")
     env = {"PYTHONPATH": str(tmp_path / "newer")}
-    info = doit(built_copy, "info", "finetune", env=env)
-    assert info.output.startswith("finetune: stale: changed: libraries.olive-ai"), info.output
+    info = doit(built_copy, "info", "finetune:travel", env=env)
+    assert info.output.startswith("finetune:travel: stale: changed: libraries.olive-ai"), info.output
     run = doit(built_copy, env=env)
-    assert run.returncode == 0 and run.ran == ["finetune"], run.output
+    assert run.returncode == 0 and run.ran == ["finetune:travel"], run.output
     back = doit(built_copy)  # the installed version again: the build made with it comes back from the cache
-    assert (back.ran, back.restored) == ([], ["finetune"]), back.output
+    assert (back.ran, back.restored) == ([], ["finetune:travel"]), back.output
 
 
 def test_doit_stage_builds_up_to_that_stage_and_no_further(built_copy):
     edit_params(built_copy, "eval_fraction: 0.1", "eval_fraction: 0.2")  # every stage is stale
-    run = doit(built_copy, "finetune")
-    assert run.returncode == 0 and run.ran == ["data", "base", "quantize", "finetune"], run.output
-    assert doit(built_copy).ran == ["export", "smoke", "evaluate"]
+    run = doit(built_copy, "finetune")  # the stage: every adapter's finetune, and what they need
+    assert run.returncode == 0 and run.ran == ["data:travel", "base", "quantize", "finetune:travel"], run.output
+    assert doit(built_copy).ran == ALL[4:]

@@ -8,39 +8,41 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tasks.pipeline import default_tasks
 from tests.conftest import doit, edit_params
 from tests.e2e.reference import logits_error
 
 pytestmark = pytest.mark.slow
+ALL = default_tasks()  # the steps of the default build, in build order
 
 
 def test_clean_build_makes_every_artifact(built):
     models = built / "models" / "tiny"
-    assert {"train.jsonl", "eval.jsonl", "stats.json"} <= {p.name for p in (built / "data/prepared").iterdir()}
+    prepared = built / "data/prepared/tiny/travel"
+    assert {"train.jsonl", "eval.jsonl", "stats.json"} <= {p.name for p in prepared.iterdir()}
     config = json.loads((models / "awq" / "config.json").read_text())
     assert config["quantization_config"]["quant_method"] == "awq"
     assert config["quantization_config"]["version"] == "gemm"
-    adapter = sorted(p.name for p in (models / "ft" / "adapter").iterdir())
+    adapter = sorted(p.name for p in (models / "ft" / "travel").iterdir())
     assert adapter == ["adapter_config.json", "adapter_model.safetensors", "train_log.json"]  # no base copy
     onnx_dir = models / "onnx-ao" / "model"
-    assert {"model.onnx", "model.onnx.data", "genai_config.json", "adapter_weights.onnx_adapter"} <= {
+    assert {"model.onnx", "model.onnx.data", "genai_config.json", "lora_layout.json"} <= {
         p.name for p in onnx_dir.iterdir()
     }
-    for dvc_file in [
-        "data/prepared.dvc",
-        *[f"models/tiny/{p}.dvc" for p in ("base", "awq", "ft/adapter", "onnx-ao/model", "smoke", "eval")],
-    ]:
+    assert [p.name for p in (models / "onnx-ao/adapters/travel").iterdir()] == ["adapter_weights.onnx_adapter"]
+    steps = ("base", "awq", "ft/travel", "onnx-ao/model", "onnx-ao/adapters/travel", "smoke/travel", "eval/travel")
+    for dvc_file in ["data/prepared/tiny/travel.dvc", *[f"models/tiny/{p}.dvc" for p in steps]]:
         assert (built / dvc_file).is_file(), dvc_file
 
 
 def test_training_log_has_a_loss_per_step(built):
-    log = json.loads((built / "models/tiny/ft/adapter/train_log.json").read_text())
+    log = json.loads((built / "models/tiny/ft/travel/train_log.json").read_text())
     assert [e["step"] for e in log["loss"]] == list(range(1, 101))
     assert log["loss"][-1]["loss"] < log["loss"][0]["loss"]
 
 
 def test_smoke_answers_with_and_without_adapter(built):
-    answers = json.loads((built / "models/tiny/smoke/answers.json").read_text())["answers"]
+    answers = json.loads((built / "models/tiny/smoke/travel/answers.json").read_text())["answers"]
     assert answers[0]["prompt"] == "what is the best thing to see in chicago"
     assert answers[0]["new_tokens"] > 0 and answers[0]["tokens_per_second"] > 0
     # The adapter is really active: greedy answers of the same model differ with and without it.
@@ -52,11 +54,13 @@ def test_a_cuda_export_loads_and_answers_on_the_cpu(built_copy):
     onnxruntime-genai too, and computes what the torch reference does (the int8-compute budget)."""
     edit_params(built_copy, "device: cpu         # cpu | cuda", "device: cuda        # cpu | cuda")
     run = doit(built_copy)
-    assert run.returncode == 0 and run.ran == ["export", "smoke", "evaluate"], run.output
+    assert run.returncode == 0 and run.ran == ["export", "adapter:travel", "smoke:travel", "evaluate:travel"], (
+        run.output
+    )
     config = json.loads((built_copy / "models/tiny/onnx-ao/model/genai_config.json").read_text())
     providers = config["model"]["decoder"]["session_options"]["provider_options"]
     assert [p["cuda"].get("enable_cuda_graph") for p in providers if "cuda" in p] == ["1"]
-    answers = json.loads((built_copy / "models/tiny/smoke/answers.json").read_text())
+    answers = json.loads((built_copy / "models/tiny/smoke/travel/answers.json").read_text())
     assert (
         answers["device"] == "cpu"
         and answers["answers"][0]["answer"] != answers["answers"][0]["answer_without_adapter"]
@@ -147,7 +151,7 @@ def built_llama(tmp_path_factory) -> Path:
 def test_llama_family_onnx_logits_with_adapter_match_torch_reference(built_llama):
     import onnx
 
-    config = json.loads((built_llama / "models/tinyllama/ft/adapter/adapter_config.json").read_text())
+    config = json.loads((built_llama / "models/tinyllama/ft/travel/adapter_config.json").read_text())
     assert config["target_modules"] == ["k_proj", "o_proj", "q_proj", "v_proj"]  # auto, for Llama
     graph = onnx.load(built_llama / "models/tinyllama/onnx-ao/model/model.onnx", load_external_data=False).graph
     lora_b = sorted(i.name for i in graph.input if i.name.startswith("model.layers.0.") and "lora_B" in i.name)
@@ -204,7 +208,7 @@ def test_a_hub_model_with_its_own_code_is_built_with_transformers_classes(built_
         edit_params(built_copy, "source: synthetic ", "source: hf\n  model_id: microsoft/Phi-3.5-mini-instruct\n ")
         run = doit(built_copy, env={"HF_ENDPOINT": hub.endpoint, "HF_HOME": str(built_copy / ".hf")})
     assert run.returncode == 0, run.output
-    assert run.ran == ["base", "quantize", "finetune", "export", "smoke", "evaluate"], run.output
+    assert run.ran == ALL[1:], run.output
     base = built_copy / "models/tiny/base"
     assert "auto_map" not in json.loads((base / "config.json").read_text())
     assert not list(base.glob("*.py")) and not any(r.endswith(".py") for r in hub.requests)

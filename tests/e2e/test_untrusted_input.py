@@ -57,14 +57,14 @@ def _entries(project: Path, dvc_file: str) -> list[Path]:
 def test_a_run_cache_entry_restores_only_into_its_stage_folder(built_copy):
     """An entry whose fingerprint matches but whose `path` names another folder is not used: smoke
     is rebuilt where it belongs and nothing appears where the entry pointed."""
-    for entry in _entries(built_copy, "models/tiny/smoke.dvc"):
+    for entry in _entries(built_copy, "models/tiny/smoke/travel.dvc"):
         doc = yaml.safe_load(entry.read_text())
         doc["outs"][0]["path"] = "models/tiny/../../elsewhere"
         entry.chmod(0o644)
         entry.write_text(yaml.safe_dump(doc, sort_keys=False))
-    (built_copy / "models/tiny/smoke.dvc").unlink()
+    (built_copy / "models/tiny/smoke/travel.dvc").unlink()
     run = doit(built_copy)
-    assert run.returncode == 0 and (run.ran, run.restored) == (["smoke"], []), run.output
+    assert run.returncode == 0 and (run.ran, run.restored) == (["smoke:travel"], []), run.output
     assert not (built_copy.parent / "elsewhere").exists() and not (built_copy / "elsewhere").exists()
 
 

@@ -20,9 +20,9 @@ from tests.conftest import PLAIN, doit, edit_params, private_copy
 pytestmark = pytest.mark.slow
 
 LR_V1, LR_V2 = "learning_rate: 0.0002", "learning_rate: 0.001"
-AFTER_FINETUNE = ["finetune", "export", "smoke", "evaluate"]
-ADAPTER = "models/tiny/ft/adapter.dvc"
-RECORDS = ["params.yaml", "models", "data/prepared.dvc"]  # what a version is, in git
+AFTER_FINETUNE = ["finetune:travel", "adapter:travel", "smoke:travel", "evaluate:travel"]
+ADAPTER = "models/tiny/ft/travel.dvc"
+RECORDS = ["params.yaml", "models", "data/prepared"]  # what a version is, in git
 PLAIN_ENV = {**os.environ, **PLAIN}
 
 
@@ -64,35 +64,51 @@ def test_versions_lists_each_build_with_what_it_was_built_from(history):
         git(history, "rev-parse", "--short=8", "HEAD~1").strip(),
         git(history, "rev-parse", "--short=8", "HEAD").strip(),
     )
-    run = doit(history, "versions", "--artifact", "adapter")
+    run = doit(history, "versions", "--artifact", "finetune:travel")
     assert run.returncode == 0, run.output
     assert f"{v2} ●" in run.output and v1 in run.output  # ● the version in the workspace
     assert "learning_rate: 0.0002 → 0.001" in run.output and "first version" in run.output
     assert content(history)[:8] in run.output and content(history, "HEAD~1")[:8] in run.output
     assert "last_loss" in run.output
     every = doit(history, "versions")
-    for dvc_file in ["data/prepared.dvc", "base.dvc", "awq.dvc", ADAPTER, "onnx-ao/model.dvc", "smoke.dvc", "eval.dvc"]:
-        assert dvc_file.split("/")[-1] in every.output, dvc_file
-    assert doit(history, "versions", "--artifact", "adaptr").returncode == 1
+    for dvc_file in [
+        "prepared/tiny/travel.dvc",
+        "base.dvc",
+        "awq.dvc",
+        ADAPTER,
+        "onnx-ao/model.dvc",
+        "smoke/travel.dvc",
+    ]:
+        assert dvc_file in every.output, dvc_file
+    assert "adapters/travel.dvc" in every.output and "eval/travel.dvc" in every.output
+    assert doit(history, "versions", "--artifact", "finetun").returncode == 1
+    assert doit(history, "versions", "--artifact", "finetune:nobody").returncode == 1
 
 
 def test_versions_diff_shows_the_build_records_side_by_side(history):
-    run = doit(history, "versions", "--artifact", "adapter", "--diff", "HEAD~1", "--to", "HEAD")
+    run = doit(history, "versions", "--artifact", "lora", "--diff", "HEAD~1", "--to", "HEAD")  # finetune's alias
     assert run.returncode == 0, run.output
     line = next(line for line in run.output.splitlines() if "fingerprint.params.finetune.learning_rate" in line)
     assert "0.0002" in line and "0.001" in line
     assert "metrics.last_loss" in run.output
-    export = doit(history, "versions", "--artifact", "onnx", "--diff", "HEAD~1")  # against the workspace
-    assert "fingerprint.inputs.finetune" in export.output, export.output
+    # The adapter file, against the workspace: built from another finetune output, on the same model.
+    adapter = doit(history, "versions", "--artifact", "adapter:travel", "--diff", "HEAD~1")
+    assert "fingerprint.inputs.finetune:travel" in adapter.output, adapter.output
+    assert "fingerprint.inputs.export" not in adapter.output, adapter.output
 
 
 def test_dvc_metrics_show_and_diff_read_every_stage(history):
     shown = dvc(history, "metrics", "show")
     assert shown.returncode == 0, shown.stderr
-    for stage in ["data", "base", "quantize", "finetune", "export", "smoke", "evaluate"]:
-        assert f"models/metrics/tiny/{stage}.json" in shown.stdout
+    for stage in [
+        "base",
+        "quantize",
+        "export",
+        *(f"travel/{s}" for s in ("data", "finetune", "adapter", "smoke", "evaluate")),
+    ]:
+        assert f"models/metrics/tiny/{stage}.json" in shown.stdout, stage
     diff = dvc(history, "metrics", "diff", "HEAD~1", "HEAD")
-    assert "models/metrics/tiny/finetune.json" in diff.stdout and "last_loss" in diff.stdout, diff.stdout
+    assert "models/metrics/tiny/travel/finetune.json" in diff.stdout and "last_loss" in diff.stdout, diff.stdout
 
 
 def test_report_compares_with_the_previous_build(history):
@@ -102,12 +118,12 @@ def test_report_compares_with_the_previous_build(history):
     assert run.returncode == 0, run.output
     page = (history / "models/tiny/report/index.html").read_text()
     assert f"Changed since {v1}" in page
-    row = next(line for line in page.split("<tr>") if "finetune.last_loss" in line)
+    row = next(line for line in page.split("<tr>") if "finetune:travel.last_loss" in line)
     old, new = (
         json.loads(
-            (history / "models/metrics/tiny/finetune.json").read_text()
+            (history / "models/metrics/tiny/travel/finetune.json").read_text()
             if rev is None
-            else git(history, "show", f"{rev}:models/metrics/tiny/finetune.json")
+            else git(history, "show", f"{rev}:models/metrics/tiny/travel/finetune.json")
         )["last_loss"]
         for rev in ("HEAD~1", None)
     )
@@ -160,7 +176,7 @@ def test_fresh_clone_and_pull_recompute_nothing(project, tmp_path):
     pulled = doit(clone, "pull")
     assert pulled.returncode == 0, pulled.output
     run = doit(clone)
-    assert (run.ran, run.restored) == ([], ["data", "base", "quantize", *AFTER_FINETUNE]), run.output
+    assert (run.ran, run.restored) == ([], ["data:travel", "base", "quantize", *AFTER_FINETUNE]), run.output
     assert "nothing to do" in doit(clone).output
     edit_params(clone, LR_V2, LR_V1)
     back = doit(clone)
@@ -192,8 +208,8 @@ def test_a_corrupted_cache_object_is_rebuilt_not_restored(project):
     edit_params(project, LR_V2, LR_V1)
     run = doit(project)
     assert "its cached copy is corrupted (DVC's hash check failed" in run.output, run.output
-    # The tiny build is deterministic: the retrained adapter is v1's, so export and smoke come back.
-    assert (run.ran, run.restored) == (["finetune"], ["export", "smoke", "evaluate"]), run.output
+    # The tiny build is deterministic: the retrained adapter is v1's, so what follows comes back.
+    assert (run.ran, run.restored) == (AFTER_FINETUNE[:1], AFTER_FINETUNE[1:]), run.output
     assert content(project) == content(project, "HEAD~1")
 
 

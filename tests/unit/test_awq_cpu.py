@@ -14,8 +14,8 @@ import torch
 
 from tasks.ml import awq_pack, rtn
 from tasks.ml.awq_weights import write_dequantized
-from tasks.ml.synthetic_model import add_outlier_channels, make_synthetic_model
 from tasks.ml.qa_data import parse_records
+from tasks.ml.synthetic_model import add_outlier_channels, make_synthetic_model
 
 ROOT = Path(__file__).resolve().parents[2]
 GRID = {"zero_point": True, "q_group_size": 128, "w_bit": 4, "version": "GEMM"}

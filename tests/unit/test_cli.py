@@ -64,7 +64,9 @@ def test_info_says_first_whether_a_stage_is_stale_and_why(fresh):
 
     run = doit(fresh, "info", "finetune:travel")
     assert run.returncode == 1  # doit info's own rule: 1 when the task would run
-    assert run.output.splitlines()[0].startswith("finetune:travel: stale: ") and "ft/travel.dvc is missing" in run.output
+    assert (
+        run.output.splitlines()[0].startswith("finetune:travel: stale: ") and "ft/travel.dvc is missing" in run.output
+    )
 
 
 def test_parallel_runs_are_refused(fresh):

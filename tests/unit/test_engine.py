@@ -167,7 +167,9 @@ TWO_ADAPTERS = """adapters:
 
 def test_each_adapter_is_its_own_chain_of_steps_on_one_model(checkout):
     params = checkout / "params.yaml"
-    params.write_text(params.read_text().replace("adapters:\n  travel:\n    data: data/data_sample_travel.jsonl\n", TWO_ADAPTERS))
+    params.write_text(
+        params.read_text().replace("adapters:\n  travel:\n    data: data/data_sample_travel.jsonl\n", TWO_ADAPTERS)
+    )
     found, _ = plan(checkout)
     assert found.default() == [
         "data:travel", "data:support", "base", "quantize", "finetune:travel", "finetune:support", "export",
@@ -175,7 +177,13 @@ def test_each_adapter_is_its_own_chain_of_steps_on_one_model(checkout):
     ]  # fmt: skip
     assert found.upstream("finetune:support") == ["data:support", "quantize"]
     assert found.upstream("adapter:support") == ["export", "finetune:support"]
-    assert found.upstream("register") == ["export", "adapter:travel", "adapter:support", "evaluate:travel", "evaluate:support"]
+    assert found.upstream("register") == [
+        "export",
+        "adapter:travel",
+        "adapter:support",
+        "evaluate:travel",
+        "evaluate:support",
+    ]
     # Each adapter's steps see its own params; the model's steps only what the model depends on.
     assert found.sections("finetune:support")["finetune"]["lora_r"] == 8
     assert found.sections("finetune:travel")["finetune"]["lora_r"] == 64
@@ -236,3 +244,11 @@ def test_what_killed_runs_left_is_swept_and_nothing_else(checkout):
 
 def test_reports_are_not_committed(checkout):
     subprocess.run(["git", "check-ignore", "-q", "models/tiny/report/index.html"], cwd=checkout, check=True)
+
+
+def test_a_job_file_keeps_the_params_order(tmp_path):
+    """The first adapter is the default and AWQ's calibration set: the stage process must see the
+    adapters in params order (a job file written with sorted keys gave the base the wrong corpus)."""
+    params = {"adapters": {"travel": {"data": "a"}, "support": {"data": "b"}}}
+    job = protocol.read_job(protocol.write_job(tmp_path / "job.json", {"params": params}))
+    assert list(job["params"]["adapters"]) == ["travel", "support"]

@@ -55,6 +55,23 @@ def test_the_tiny_params_are_valid_and_the_lab_defaults():
         ("jobs:\n  executor: {finetune: aml}\n", "jobs.executor.finetune: Input should be 'local' or 'azureml'"),
         ("azure:\n  workspaces: ws\n", "azure.workspaces: unknown key (did you mean 'workspace'?)"),
         ("registry:\n  model_name: 'a b'\n", "registry.model_name: String should match pattern"),
+        ("adapters: {}\n", "adapters: Dictionary should have at least 1 item"),
+        ("adapters:\n  a:b: {data: x.jsonl}\n", "adapter name 'a:b': letters, digits, _ and - only"),
+        ("adapters:\n  fr: {}\n", "adapters.fr.data: Field required"),
+        (
+            "adapters:\n  fr: {data: x, finetune: {lora_rank: 8}}\n",
+            "lora_rank: not a finetune key (did you mean 'lora_r'?)",
+        ),
+        (
+            "adapters:\n  fr: {data: x, finetune: {lora_r: 0}}\n",
+            "adapters.fr.finetune: Value error, lora_r: Input should be",
+        ),
+        (
+            "adapters:\n  fr: {data: x, template: '{prompt}'}\n",
+            "adapters.fr.template: Value error, must contain {response}",
+        ),
+        ("adapters:\n  fr: {data: x, datta: y}\n", "adapters.fr.datta: unknown key (did you mean 'data'?)"),
+        ("quantize:\n  calibration: []\n", "quantize.calibration: Value error, name a data file"),
         ("- a list\n", "expected a mapping of sections"),
         ("finetune: [unclosed\n", "not valid YAML"),
     ],
@@ -69,3 +86,18 @@ def test_bad_params_are_named(tmp_path, text, message):
 def test_missing_params_file(tmp_path):
     with pytest.raises(ParamsError, match="not found"):
         load_params(tmp_path / "params.yaml")
+
+
+def test_an_adapter_sees_its_own_keys_and_the_rest_of_the_top_level(tmp_path):
+    params = _load(
+        tmp_path,
+        "finetune: {max_steps: 30}\nadapters:\n  travel: {data: a.jsonl}\n"
+        "  fr: {data: b.jsonl, template: '<{prompt}|{response}>', finetune: {lora_r: 8}, prompts: [bonjour]}\n",
+    )
+    assert params.adapter_names == ["travel", "fr"]  # params order: the first is the default
+    fr = params.for_adapter("fr")
+    assert (fr.finetune.lora_r, fr.finetune.max_steps, fr.smoke.prompts) == (8, 30, ["bonjour"])
+    assert fr.render("q") == "<q|"
+    travel = params.for_adapter("travel")
+    assert (travel.finetune.lora_r, travel.template) == (64, LAB_TEMPLATE)
+    assert params.calibration_files() == ["a.jsonl"]  # the first adapter's file, unless quantize names one
