@@ -35,6 +35,31 @@ def check_config(model_dir: Path) -> None:
             raise StageError(f"{config}: {key} points at {value!r}, outside the model folder: refused")
 
 
+CONTROL_FLOW = ("If", "Loop", "Scan")
+
+
+def control_flow(model_dir: Path) -> list[str]:
+    """The control-flow ops in the model's graph, which a CUDA graph cannot capture: onnxruntime
+    refuses the session ("the model has control flow nodes"). Phi-3.5's LongRoPE picks its rotary
+    cache with an If node; Llama-family graphs have none."""
+    import onnx
+
+    graph = onnx.load(model_dir / "model.onnx", load_external_data=False).graph
+    return sorted({node.op_type for node in graph.node if node.op_type in CONTROL_FLOW})
+
+
+def set_cuda_graph(model_dir: Path, on: bool) -> None:
+    """Turn CUDA graphs on or off in the folder's genai_config.json (the file is replaced, never
+    edited: it may be a hard link into DVC's cache)."""
+    path = model_dir / "genai_config.json"
+    config = json.loads(path.read_text())
+    for provider in config["model"]["decoder"]["session_options"]["provider_options"]:
+        if "cuda" in provider:
+            provider["cuda"]["enable_cuda_graph"] = "1" if on else "0"
+    path.unlink()
+    path.write_text(json.dumps(config, indent=4) + "\n")
+
+
 def load_model(model_dir: Path, device: str):
     """An og.Model on `device`; a CUDA-built model also runs on the CPU provider."""
     import onnxruntime_genai as og

@@ -96,6 +96,7 @@ def run(params, paths, out: Path, channel) -> dict:
             preexec_fn=die_with_parent,
         )
     channel.progress("build ONNX, add LoRA", 1, 3)
+    graphs = _cuda_graphs(out, params.export)
     model_file = out / "model.onnx"
     model = onnx.load(model_file, load_external_data=False)  # weights stay in model.onnx.data
     layers = json.loads((awq / "config.json").read_text())["num_hidden_layers"]
@@ -104,4 +105,27 @@ def run(params, paths, out: Path, channel) -> dict:
     channel.progress("build ONNX, add LoRA", 2, 3)
     (out / LAYOUT_FILE).write_text(json.dumps(layout, indent=1) + "\n")
     channel.progress("build ONNX, add LoRA", 3, 3)
-    return {"device": params.export.device, "lora_branches": len(layout["branches"]), "lora_targets": ",".join(targets)}
+    summary = {
+        "device": params.export.device,
+        "lora_branches": len(layout["branches"]),
+        "lora_targets": ",".join(targets),
+    }
+    return summary | ({"cuda_graph": graphs} if graphs else {})
+
+
+def _cuda_graphs(out: Path, cfg) -> str | None:
+    """For a CUDA export with export.cuda_graph: "on", or "off" when the graph has control-flow nodes
+    (onnxruntime would refuse every session); None otherwise."""
+    import logging
+
+    from tasks.ml.genai import control_flow, set_cuda_graph
+
+    if cfg.device != "cuda" or not cfg.cuda_graph:
+        return None
+    flow = control_flow(out)
+    if not flow:
+        return "on"
+    set_cuda_graph(out, on=False)
+    why = f"off: the graph has {', '.join(flow)} nodes, which CUDA graphs cannot capture (Phi-3 LongRoPE)"
+    logging.getLogger("tasks").warning("export.cuda_graph: %s", why)
+    return why
