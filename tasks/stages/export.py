@@ -96,7 +96,7 @@ def run(params, paths, out: Path, channel) -> dict:
             preexec_fn=die_with_parent,
         )
     channel.progress("build ONNX, add LoRA", 1, 3)
-    graphs = _cuda_graphs(out, params.export)
+    graphs = cuda_graphs(out, params.export)
     model_file = out / "model.onnx"
     model = onnx.load(model_file, load_external_data=False)  # weights stay in model.onnx.data
     layers = json.loads((awq / "config.json").read_text())["num_hidden_layers"]
@@ -113,7 +113,7 @@ def run(params, paths, out: Path, channel) -> dict:
     return summary | ({"cuda_graph": graphs} if graphs else {})
 
 
-def _cuda_graphs(out: Path, cfg) -> str | None:
+def cuda_graphs(out: Path, cfg) -> str | None:
     """For a CUDA export with export.cuda_graph: "on", or "off" when the graph has control-flow nodes
     (onnxruntime would refuse every session); None otherwise."""
     import logging
