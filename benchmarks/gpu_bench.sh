@@ -41,7 +41,7 @@ if [ "$step" != decode ]; then
 nvidia-smi --query-gpu=timestamp,memory.used --format=csv,noheader,nounits -l 1 > "$out/gpu_memory.csv" &
 sampler=$!
 start=$(date +%s)
-LAB_PARAMS=$params python3 -m doit 2>&1 | tee "$out/build.log"
+LAB_PARAMS=$params python3 -m doit ${TARGETS:-} 2>&1 | tee "$out/build.log"  # TARGETS=smoke: up to smoke
 build_rc=${PIPESTATUS[0]}
 echo "cold build: $(( $(date +%s) - start )) s, rc $build_rc" | tee -a "$out/summary.txt"
 kill $sampler
