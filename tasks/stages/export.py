@@ -11,6 +11,7 @@ weights as they are, so the ONNX base keeps the AWQ grid instead of being quanti
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -92,6 +93,10 @@ def run(params, paths, out: Path, channel) -> dict:
             builder_command(awq, out, Path(scratch), params.export, split_qkv(targets)),
             check=True,
             cwd=scratch,
+            # The builder stamps model.onnx with `git rev-parse HEAD` run five folders above its own
+            # file: inside this checkout when .venv is in it, so every commit changed the model's
+            # bytes. With no repository to find it takes the wheel's own commit.
+            env={**os.environ, "GIT_DIR": str(Path(scratch) / "no-repository")},
             stdout=sys.stderr,
             preexec_fn=die_with_parent,
         )
