@@ -115,6 +115,12 @@ STALENESS = {
     "adapter B removed": (_remove_support, [], [], True),
     "adapter B removed and named again": (_support_back, [], chain("support"), True),
     # (the calibration file re-quantizes: tests/e2e/test_incremental.py, "data file")
+    "base section": (
+        lambda p: edit_params(p, "seed: 1234", "seed: 99"),
+        ["base", "quantize", "finetune:travel", "finetune:support", "export", *EVERY_ADAPTER[2:]],
+        [],
+        False,
+    ),
     "AWQ section": (
         lambda p: edit_params(p, "clip_search: false", "clip_search: true "),  # AutoAWQ's clip search runs once here
         ["quantize", "finetune:travel", "finetune:support", "export", *EVERY_ADAPTER[2:]],
