@@ -101,6 +101,11 @@ def _support_back(project: Path) -> None:
     (project / "params.yaml").write_text(text)
 
 
+def _new_base_and_awq(project: Path) -> None:
+    edit_params(project, "seed: 1234", "seed: 99")  # base.synthetic.seed
+    edit_params(project, "clip_search: false", "clip_search: true ")
+
+
 EVERY_ADAPTER = interleaved("travel", "support")[2:]  # each adapter's steps after its data
 # change: (apply, steps that run, steps restored from the run-cache, the model's files keep their bytes)
 STALENESS = {
@@ -115,15 +120,11 @@ STALENESS = {
     "adapter B removed": (_remove_support, [], [], True),
     "adapter B removed and named again": (_support_back, [], chain("support"), True),
     # (the calibration file re-quantizes: tests/e2e/test_incremental.py, "data file")
-    "base section": (
-        lambda p: edit_params(p, "seed: 1234", "seed: 99"),
+    # Beneath every adapter: a new base (its seed) quantized with AutoAWQ's clip search (which runs
+    # once in the suite here) rebuilds everything after the base, both adapters' chains included.
+    "base and AWQ sections": (
+        _new_base_and_awq,
         ["base", "quantize", "finetune:travel", "finetune:support", "export", *EVERY_ADAPTER[2:]],
-        [],
-        False,
-    ),
-    "AWQ section": (
-        lambda p: edit_params(p, "clip_search: false", "clip_search: true "),  # AutoAWQ's clip search runs once here
-        ["quantize", "finetune:travel", "finetune:support", "export", *EVERY_ADAPTER[2:]],
         [],
         False,
     ),
