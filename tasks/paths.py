@@ -11,6 +11,11 @@ DOIT_DB = ".doit.db"  # doit's record of each task (sqlite), relative to the pro
 ADAPTER_FILE = "adapter_weights.onnx_adapter"  # the lab's name for an exported adapter, in its own folder
 
 
+def is_per_adapter(folder: str) -> bool:
+    """Whether a stage's output folder (a template) is built once per adapter."""
+    return "{adapter}" in folder
+
+
 def step_name(stage: str, adapter: str | None = None) -> str:
     """A unit of the build: a stage (`export`), or a stage of one adapter (`finetune:travel`), which
     is also its doit task name."""
@@ -68,13 +73,12 @@ class Paths:
         return [s for stage in self.outputs for s in self.steps_of(stage)]
 
     def steps_of(self, stage: str) -> list[str]:
-        per_adapter = "{adapter}" in self.outputs[stage]
-        return [step_name(stage, a) for a in self.adapters] if per_adapter else [stage]
+        return [step_name(stage, a) for a in self.adapters] if is_per_adapter(self.outputs[stage]) else [stage]
 
     def _adapter_of(self, step: str) -> tuple[str, str | None]:
         stage, adapter = split_step(step)
         adapter = adapter or self.adapter
-        if "{adapter}" in self.outputs[stage] and not adapter:
+        if is_per_adapter(self.outputs[stage]) and not adapter:
             raise ValueError(f"{stage} is built per adapter: name one ({stage}:<adapter>)")
         return stage, adapter
 

@@ -113,7 +113,7 @@ def make_tasks(stage):
         yield {"basename": stage.name, **_step_task(stage, stage.name, found, paths)}
         return
     yield {"basename": stage.name, "name": None, "doc": f"{stage.doc} (every adapter)"}
-    for step in found.steps_of(stage.name):
+    for step in paths.steps_of(stage.name):
         yield {"basename": stage.name, "name": split_step(step)[1], **_step_task(stage, step, found, paths)}
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from tasks.paths import is_per_adapter
+
 try:  # the C loader is ~10x faster; a no-op build reads every .dvc file
     from yaml import CSafeLoader as _Loader
 except ImportError:  # pragma: no cover
@@ -111,7 +113,7 @@ def removed_adapters(paths) -> dict[str, list[Path]]:
     longer name (found by the .dvc files beside the per-adapter output folders)."""
     found: dict[str, list[Path]] = {}
     for template in paths.outputs.values():
-        if "{adapter}" not in template:
+        if not is_per_adapter(template):
             continue
         pattern = template.format(name=paths.name, adapter="*") + ".dvc"
         for dvc_file in paths.root.glob(pattern):

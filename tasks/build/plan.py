@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from tasks.paths import split_step, step_name
+from tasks.paths import step_name
 
 
 @dataclass(frozen=True)
@@ -36,9 +36,6 @@ class Plan:
 
     def default(self) -> list[str]:
         return [name for name, step in self.stages.items() if step["default"]]
-
-    def steps_of(self, stage: str) -> list[str]:
-        return [step for step in self.stages if split_step(step)[0] == stage]
 
     def to_json(self) -> dict:
         return asdict(self)

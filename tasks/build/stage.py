@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+from tasks.paths import is_per_adapter
+
 
 @dataclass(frozen=True)
 class Stage:
@@ -39,7 +41,7 @@ class Stage:
 
     @property
     def per_adapter(self) -> bool:
-        return "{adapter}" in self.output
+        return is_per_adapter(self.output)
 
     def upstream_of(self, params) -> tuple[str, ...]:
         return tuple(self.upstream_when(params)) if self.upstream_when else self.upstream

@@ -90,7 +90,7 @@ def calibration_inputs(paths, files: list[str]) -> dict[str, Path]:
     return {f"calibration_{i}": paths.inside(rel, "quantize.calibration") for i, rel in enumerate(files)}
 
 
-def calibration_records(files: list[Path], eval_fraction: float, seed: int) -> list[dict]:
+def calibration_records(paths, files: list[str], eval_fraction: float, seed: int) -> list[dict]:
     """The train split of each calibration file (split as the data stage splits it, so no eval
     record is seen); several files are interleaved, so the first records mix them all."""
     from itertools import chain, zip_longest
@@ -98,7 +98,7 @@ def calibration_records(files: list[Path], eval_fraction: float, seed: int) -> l
     from tasks.errors import StageError
 
     splits = []
-    for path in files:
+    for path in calibration_inputs(paths, files).values():
         if not path.is_file():
             raise StageError(f"params.yaml: quantize.calibration: {path} does not exist")
         try:

@@ -110,11 +110,8 @@ def _synthetic(params, paths, out: Path, channel) -> dict:
     from tasks.ml.synthetic_model import make_synthetic_model
 
     cfg = params.base.synthetic
-    corpus = list(_outside(params, paths).values())  # the calibration files
-    texts = [
-        f"{r['prompt']}\n{r['response']}"
-        for r in calibration_records(corpus, params.data.eval_fraction, params.data.seed)
-    ]
+    corpus = calibration_records(paths, params.calibration_files(), params.data.eval_fraction, params.data.seed)
+    texts = [f"{r['prompt']}\n{r['response']}" for r in corpus]
     shape = "tiny" if params.base.source == "tiny" else cfg.shape
     make_synthetic_model(texts, out, shape, seed=cfg.seed, vocab_size=cfg.vocab_size, outliers=cfg.outliers)
     return {}

@@ -21,10 +21,14 @@ from tasks.build.stage import Stage
 from tasks.ml.genai import check_config
 
 
+def _choices(params) -> list:
+    """Each adapter's finetune.target_modules: a list of modules, or `auto`."""
+    return [params.for_adapter(a).finetune.target_modules for a in params.adapter_names]
+
+
 def lora_targets(params) -> dict:
-    """The modules any adapter targets (as params name them: `auto` is resolved by the checkpoint)."""
-    chosen = [params.for_adapter(a).finetune.target_modules for a in params.adapter_names]
-    return {"lora_targets": sorted({m for c in chosen for m in ([c] if c == "auto" else c)})}
+    """The modules any adapter targets, as params name them (`auto` is resolved by the checkpoint)."""
+    return {"lora_targets": sorted({m for c in _choices(params) for m in ([c] if c == "auto" else c)})}
 
 
 STAGE = Stage(
@@ -83,8 +87,7 @@ def run(params, paths, out: Path, channel) -> dict:
     from tasks.ml.lora_graph import LAYOUT_FILE, add_lora_inputs, resolve_targets, split_qkv
 
     awq = paths.output("quantize")
-    chosen = lora_targets(params)["lora_targets"]
-    targets = sorted({m for c in chosen for m in resolve_targets(c if c == "auto" else [c], awq)})
+    targets = sorted({m for c in _choices(params) for m in resolve_targets(c, awq)})
 
     with tempfile.TemporaryDirectory(prefix=".export-", dir=paths.models) as scratch:
         channel.progress("build ONNX, add LoRA", 0, 3)

@@ -32,8 +32,7 @@ STAGE = Stage(
 
 def calibration_texts(params, paths) -> list[str]:
     """The calibration records in the chat template: the text the model will see after finetuning."""
-    files = list(calibration_files(params, paths).values())
-    records = calibration_records(files, params.data.eval_fraction, params.data.seed)
+    records = calibration_records(paths, params.calibration_files(), params.data.eval_fraction, params.data.seed)
     return [params.render(r["prompt"], r["response"]) for r in records]
 
 
