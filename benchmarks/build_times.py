@@ -67,7 +67,7 @@ def dvc_equivalent(project: Path, scratch: Path) -> Path:
     the stage's code files, the data files, its params sections), reproduced once."""
     import yaml
 
-    from tasks.build.fingerprint import code_of
+    from tasks.engine.fingerprint import code_of
     from tasks.pipeline import STAGES, plan
 
     found, paths = plan(project)

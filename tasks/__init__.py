@@ -1,4 +1,4 @@
-"""The build's package: stages/, ml/, build/, azureml/, cli/ and the leaves beside pipeline.py.
+"""The build's package: stages/, ml/, engine/, azureml/, cli/ and the leaves beside pipeline.py.
 
 One environment can serve several checkouts (a second clone, a git worktree per experiment), and
 doit imports the plugin commands from wherever this package was installed. So the package follows

@@ -324,12 +324,6 @@ class Params(Section):
         chosen = self.quantize.calibration or next(iter(self.adapters.values())).data
         return [chosen] if isinstance(chosen, str) else list(chosen)
 
-    def render(self, prompt: str, response: str | None = None) -> str:
-        """The template filled in; without a response, the text up to it (a generation prompt)."""
-        head, tail = self.template.split("{response}", 1)
-        text = head.replace("{prompt}", prompt)
-        return text if response is None else text + response + tail
-
 
 def _suggest(error: dict, model: type[BaseModel]) -> str:
     """For an unknown key, the closest valid key of the same section."""
@@ -357,12 +351,15 @@ def format_errors(path: Path, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def load_params(path: Path) -> Params:
-    """Read and validate params.yaml; raise ParamsError naming the file and every bad key."""
+def load_params(path: Path, content: bytes | None = None) -> Params:
+    """Read and validate params.yaml (or `content`, its bytes as already read); raise ParamsError
+    naming the file and every bad key."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = yaml.safe_load((path.read_bytes() if content is None else content).decode("utf-8")) or {}
     except FileNotFoundError:
         raise ParamsError(f"{path}: not found") from None
+    except UnicodeDecodeError as exc:
+        raise ParamsError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):

@@ -16,10 +16,10 @@ from pathlib import Path
 
 from doit.exceptions import TaskFailed
 
-from tasks.build.memo import file_stamp, memo_for, site_stamp
-from tasks.build.plan import Plan, make_plan
-from tasks.build.runner import run_stage
-from tasks.build.uptodate import UpToDate
+from tasks.engine.memo import file_stamp, memo_for, site_stamp
+from tasks.engine.plan import Plan, make_plan
+from tasks.engine.runner import run_stage
+from tasks.engine.uptodate import UpToDate
 from tasks.errors import ParamsError
 from tasks.paths import Paths, find_root, split_step
 from tasks.stages import adapter, base, data, evaluate, export, finetune, quantize, register, smoke
@@ -45,13 +45,38 @@ def _check_stage_names(params, path) -> None:
 
 
 @functools.cache
+def _params_bytes(path: Path) -> bytes | None:
+    """The params file as this process first read it: the plan, every fingerprint and every stage
+    of the run use these bytes, whatever happens to the file meanwhile (None: no such file)."""
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def params_unchanged(root: Path) -> None:
+    """Refuse to build when the params file changed after this run planned its steps (an edit while
+    `LAB_WAIT_FOR_LOCK=1` waits, or during a long stage): the step would be built from params its
+    fingerprint does not record."""
+    path = _params_file(root)
+    try:
+        now = path.read_bytes()
+    except OSError:
+        now = None
+    if now != _params_bytes(path):
+        raise ParamsError(
+            f"{path} changed after this run planned its steps; nothing more is built from it: run doit again"
+        )
+
+
+@functools.cache
 def project(root: Path | None = None):
     """(Params, Paths) of the project you stand in, read and validated once per process."""
     from tasks.params import load_params  # pydantic: only where params are read, not on a no-op
 
     root = root or find_root()
     path = _params_file(root)
-    params = load_params(path)
+    params = load_params(path, _params_bytes(path))
     _check_stage_names(params, path)
     paths = Paths(root, params.name, OUTPUTS, tuple(params.adapter_names))
     files = [(f"adapters.{name}.data", own.data) for name, own in params.adapters.items()]
@@ -64,12 +89,22 @@ def project(root: Path | None = None):
     return params, paths
 
 
-def _plan_stamp(path: Path) -> list:
+def read_again() -> None:
+    """Forget what this process read (the params, the plan): as a new process would start."""
+    for cached in (_params_bytes, project, plan):
+        cached.cache_clear()
+
+
+def _plan_stamp(path: Path) -> list | None:
     """What the plan is computed from: the params file's bytes, the code that reads them, and the
     installed packages (a GGUF file inside a wheel is found through its metadata)."""
-    code = [HERE / "params.py", HERE / "pipeline.py", *sorted((HERE / "stages").glob("*.py")), *HERE.glob("build/*.py")]
+    text = _params_bytes(path)
+    if text is None:
+        return None
+    code = [HERE / "params.py", HERE / "pipeline.py", *sorted((HERE / "stages").glob("*.py"))]
+    code += sorted((HERE / "engine").glob("*.py"))
     files = [[p.name, *file_stamp(p)] for p in code]
-    return [hashlib.sha256(path.read_bytes()).hexdigest(), files, site_stamp()]
+    return [hashlib.sha256(text).hexdigest(), files, site_stamp()]
 
 
 @functools.cache
@@ -77,13 +112,17 @@ def plan(root: Path | None = None) -> tuple[Plan, Paths]:
     """(Plan, Paths) of the project you stand in: what the params make of the stages, memoized."""
     root = root or find_root()
     path = _params_file(root)
-    try:
-        stamp = _plan_stamp(path)
-    except OSError:
-        stamp = None  # no params file: project() below names it
+    stamp = _plan_stamp(path)  # None: no params file, which project() below names
     made = lambda: make_plan(STAGES, *project(root)).to_json()  # noqa: E731
     found = Plan(**(memo_for(root).get("plan", str(path), stamp, made) if stamp else made()))
     return found, Paths(root, found.name, OUTPUTS, tuple(found.adapters))
+
+
+def _checked_project():
+    """project(), for a stage about to run: refused if the params file changed since the plan."""
+    params, paths = project()
+    params_unchanged(paths.root)
+    return params, paths
 
 
 def _step_task(stage, step: str, found: Plan, paths: Paths) -> dict:
@@ -94,7 +133,7 @@ def _step_task(stage, step: str, found: Plan, paths: Paths) -> dict:
         return {"doc": doc, "actions": [lambda: TaskFailed(unable)], "verbosity": 2}
     return {
         "doc": doc,
-        "actions": [(run_stage, [stage, step, plan, project])],
+        "actions": [(run_stage, [stage, step, plan, _checked_project])],
         "task_dep": found.upstream(step),
         "targets": [str(paths.dvc_file(step))],
         "uptodate": [UpToDate(stage, step, plan)],

@@ -15,6 +15,12 @@ import pytest
 from tasks.pipeline import default_tasks
 
 ROOT = Path(__file__).resolve().parent.parent
+# The user's shell must not steer the tests: `LAB_PARAMS=params/tiny.yaml` exported for a tiny build,
+# a LAB_FAILPOINT or LAB_WAIT_FOR_LOCK left set, would change what every doit below builds. Tests
+# start from none of them (a test that needs one passes it); LAB_FAULT_MATRIX selects tests only.
+TEST_SWITCHES = ("LAB_FAULT_MATRIX",)
+for _name in [n for n in os.environ if n.startswith("LAB_") and n not in TEST_SWITCHES]:
+    del os.environ[_name]
 PROJECT_FILES = [
     "dodo.py",
     "params.yaml",

@@ -28,8 +28,8 @@ import uuid
 from pathlib import Path
 
 from tasks.azureml import client as azure
-from tasks.build import protocol
-from tasks.build.protocol import CHILD_ENV, JOB_FILE
+from tasks.engine import protocol
+from tasks.engine.protocol import CHILD_ENV, JOB_FILE
 from tasks.errors import StageError, redact
 
 DONE = {"Completed", "Failed", "Canceled", "NotResponding"}
@@ -216,7 +216,7 @@ def run(params, paths, out: Path, channel) -> dict:
 
 def _submit(stage: str, params, paths, channel, job: dict, scratch: Path, client, blobs, record: Path, key: str):
     """Upload what the job reads (once per content), submit it, record it; returns (name, output prefix)."""
-    from tasks.build.store import content_hash
+    from tasks.engine.store import content_hash
 
     progress = lambda done, total: channel.progress("upload", done, total)  # noqa: E731
     snap = _snapshot(paths, params, job, scratch)

@@ -1,4 +1,4 @@
-"""The command an Azure ML job runs: one stage's `run()`, as tasks/build/child.py runs it locally.
+"""The command an Azure ML job runs: one stage's `run()`, as tasks/engine/child.py runs it locally.
 
     python -m tasks.azureml.job_entry <step> --out <output folder> [--input <step>=<folder> ...]
 
@@ -30,7 +30,7 @@ def project_root(snapshot: Path, paths_of, inputs: dict[str, Path]) -> Path:
 
 
 def main(argv: list[str]) -> int:
-    from tasks.build.protocol import JOB_FILE, Channel, explain, read_job
+    from tasks.engine.protocol import JOB_FILE, Channel, explain, read_job
     from tasks.params import Params
     from tasks.paths import Paths, split_step
 

@@ -15,6 +15,7 @@ from doit.cmd_base import Command
 
 from tasks import ui
 from tasks.errors import StageError
+from tasks.ml.chat_template import prompt_ids
 from tasks.pipeline import project
 
 USAGE_ERROR = 3  # doit's own code for a command line it cannot use
@@ -38,10 +39,11 @@ def chosen(opt_values: dict, available: dict[str, Path], model_dir: Path) -> lis
 
 
 def load(params, model_dir: Path, available: dict[str, Path], device: str, names: list[str | None]):
-    """(model, tokenizer, og.Adapters with `names` loaded, device, seconds): one load for every answer."""
+    """(model, og.Tokenizer, og.Adapters with `names` loaded, the prompt encoder, device, seconds):
+    one load for every answer."""
     import onnxruntime_genai as og
 
-    from tasks.ml.genai import load_model, pick_device
+    from tasks.ml.genai import load_model, pick_device, prompt_tokenizer
 
     started = time.perf_counter()
     dev = pick_device(device or params.smoke.device, model_dir, "--device" if device else "smoke.device")
@@ -51,7 +53,8 @@ def load(params, model_dir: Path, available: dict[str, Path], device: str, names
         if not available[name].is_file():
             raise StageError(f"adapter {name!r}: {available[name]} is missing; build it with `doit adapter:{name}`")
         adapters.load(str(available[name]), name)
-    return model, og.Tokenizer(model), adapters, dev, time.perf_counter() - started
+    encoder = prompt_tokenizer(model_dir)
+    return model, og.Tokenizer(model), adapters, encoder, dev, time.perf_counter() - started
 
 
 def answer(model, tokenizer, adapters, name: str | None, prompt_ids: list[int], max_tokens: int) -> None:
@@ -116,14 +119,16 @@ class Ask(Command):
                 raise StageError(f"the model is not built yet ({model_dir} is missing): run `doit smoke` or `doit`")
             available = adapters_of(params, paths)
             names = chosen(opt_values, available, model_dir)
-            model, tokenizer, adapters, dev, seconds = load(params, model_dir, available, opt_values["device"], names)
+            model, tokenizer, adapters, encoder, dev, seconds = load(
+                params, model_dir, available, opt_values["device"], names
+            )
         except StageError as exc:
             ui.console.print(f"[bold red]error:[/] {exc}")
             return 1
         ui.console.print(f"[dim]{model_dir} on {dev}, loaded in {seconds:.1f} s[/]")
         for name in names:
-            prompt_ids = tokenizer.encode(params.for_adapter(name).render(question))
+            ids = prompt_ids(encoder, params.for_adapter(name).template, question)
             answer(
-                model, tokenizer, adapters, name, prompt_ids, opt_values["max_tokens"] or params.smoke.max_new_tokens
+                model, tokenizer, adapters, name, ids, opt_values["max_tokens"] or params.smoke.max_new_tokens
             )
         return 0

@@ -3,25 +3,31 @@
 - `doit` / `doit run`: refuses `-n` (stages share one DVC repository and doit's record), takes the
   checkout's run lock whatever the reporter, sweeps what killed runs left and removes the outputs
   of adapters no longer in params;
-- `doit forget`: under the run lock too (it rewrites doit's record);
-- `doit list`: the stages in build order, each one outside the default build saying so;
+- `doit forget`: under the run lock too (it rewrites doit's record); `--drop-cache` drops the
+  steps' run-cache entries too;
+- `doit list`: the stages in build order, each one outside the default build saying so; with
+  `--status` under the run lock (checking a step refreshes its record);
 - `doit info <stage>`: why the stage is stale, or that it is up to date, as its first line (a
-  line for each adapter's step of a stage built per adapter).
+  line for each adapter's step of a stage built per adapter); under the run lock.
 """
 
 from __future__ import annotations
+
+import json
 
 from doit.cmd_forget import Forget as DoitForget
 from doit.cmd_info import Info as DoitInfo
 from doit.cmd_list import List as DoitList
 from doit.cmd_run import Run as DoitRun
 
-from tasks.build.artifacts import remove_adapters, sweep_leftovers
-from tasks.build.runlock import BuildRunning, hold
-from tasks.build.uptodate import UpToDate
+from tasks.engine import runner, store
+from tasks.engine.artifacts import read_yaml, remove_adapters, sweep_leftovers
+from tasks.engine.fingerprint import fingerprint
+from tasks.engine.runlock import BuildRunning, hold
+from tasks.engine.uptodate import UpToDate
 from tasks.errors import ParamsError
 from tasks.paths import find_root
-from tasks.pipeline import STAGES, plan
+from tasks.pipeline import BY_NAME, STAGES, plan
 from tasks.ui import console
 
 PARALLEL = (
@@ -64,6 +70,7 @@ class Run(DoitRun):
         if refused:
             return refused
         _sweep()
+        runner.forced = bool(always)
         options = dict(verbosity=verbosity, always=always, continue_=continue_, reporter=reporter)
         options |= dict(num_process=num_process, par_type=par_type, single=single, pdb=pdb)
         options |= dict(auto_delayed_regex=auto_delayed_regex, force_verbosity=force_verbosity)
@@ -88,8 +95,45 @@ def _sweep() -> None:
 
 
 class Forget(DoitForget):
-    def _execute(self, forget_sub, forget_disable_default, forget_all):
-        return locked() or super()._execute(forget_sub, forget_disable_default, forget_all)
+    doc_description = (
+        "`--drop-cache` also drops the run-cache entries of each step's build (the one its .dvc file "
+        "records and the one its inputs now make): that build is never restored from DVC's run-cache "
+        "again. To rebuild a step you distrust: `doit -s -a <step>`."
+    )
+    cmd_options = (
+        *DoitForget.cmd_options,
+        {
+            "name": "drop_cache",
+            "long": "drop-cache",
+            "type": bool,
+            "default": False,
+            "help": "also drop the steps' run-cache entries",
+        },
+    )
+
+    def _execute(self, forget_sub, forget_disable_default, forget_all, drop_cache=False):
+        refused = locked()
+        if refused:
+            return refused
+        if drop_cache:
+            names = [t.name for t in self.task_list] if forget_all else self.sel_tasks or []
+            _drop_run_cache(names)
+        return super()._execute(forget_sub, forget_disable_default, forget_all)
+
+
+def _drop_run_cache(names: list[str]) -> None:
+    """Remove the run-cache entries of these steps' recorded and current fingerprints."""
+    from dvc.repo import Repo
+
+    found, paths = plan()
+    steps = [s for s in found.stages if s in names or s.split(":")[0] in names]
+    with Repo(str(paths.root)) as repo:
+        for step in steps:
+            recorded = ((read_yaml(paths.dvc_file(step)) or {}).get("meta") or {}).get("fingerprint")
+            current = fingerprint(BY_NAME[step.split(":")[0]], step, found, paths)
+            unique = {json.dumps(fp, sort_keys=True): fp for fp in (recorded, current) if fp}
+            dropped = sum(store.drop_entries(repo, fp) for fp in unique.values())
+            console.print(f"{step}: dropped {dropped} run-cache entr{'y' if dropped == 1 else 'ies'}")
 
 
 class List(DoitList):
@@ -102,6 +146,9 @@ class List(DoitList):
         self, subtasks=False, quiet=True, status=False, private=False, list_deps=False, template=None,
         sort="definition", pos_args=None,
     ):  # fmt: skip
+        refused = locked() if status else None
+        if refused:
+            return refused
         order = {stage.name: i for i, stage in enumerate(STAGES)}
         self.task_list.sort(key=lambda task: order.get(task.name.split(":")[0], len(order)))
         return super()._execute(subtasks, quiet, status, private, list_deps, template, sort, pos_args)
@@ -109,6 +156,9 @@ class List(DoitList):
 
 class Info(DoitInfo):
     def _execute(self, pos_args, hide_status=False):
+        refused = locked() if not hide_status else None
+        if refused:
+            return refused
         tasks = {task.name: task for task in self.task_list}
         for name in pos_args if not hide_status else []:
             # A stage built per adapter (`doit info finetune`): a line for each adapter's step.
@@ -128,3 +178,5 @@ class Info(DoitInfo):
             self.outstream.write(f"{name}: up to date (its inputs, code and output are as built)\n")
         else:
             self.outstream.write(f"{name}: stale: {check.reason}\n")
+        for caveat in plan()[0].caveats(name):
+            self.outstream.write(f"{name}: note: {caveat}\n")

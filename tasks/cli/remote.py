@@ -10,7 +10,7 @@ from __future__ import annotations
 from doit.cmd_base import Command
 
 from tasks import ui
-from tasks.build import artifacts, store
+from tasks.engine import artifacts, store
 from tasks.cli.builtins import locked
 from tasks.pipeline import plan
 
@@ -30,7 +30,7 @@ def run_cache_objects(repo) -> set[str]:
     for entry in store.entry_files(repo):
         for out in (artifacts.read_yaml(entry) or {}).get("outs") or []:
             hashes.add(out.get("md5"))
-    return hashes - {None}
+    return {h for h in hashes if store.is_md5(h)}  # an entry is data: its hash must look like one
 
 
 NO_REMOTE = "no DVC remote: `dvc remote add -d store <folder | s3://... | azure://...>`"
@@ -84,6 +84,7 @@ class Push(Command):
                 sent = repo.push(remote=remote, run_cache=True, all_commits=opt_values["all_commits"])
                 # Builds known only to the run-cache (not in a commit) go too, so the remote can restore them.
                 local = [h for h in run_cache_objects(repo) if repo.cache.local.exists(h)]
+                local = [h for h in local if not store.manifest_problem(repo, h)]  # only names DVC may follow
                 objects = [obj for h in local for obj in store.object_ids(repo, h)]
                 sent += len(repo.cloud.push(objects, remote=remote).transferred)
             return f"[green]pushed[/] {sent} files and run-cache entries"

@@ -14,7 +14,7 @@ from doit.cmd_base import Command
 from rich.table import Table
 
 from tasks import ui
-from tasks.build.fingerprint import diff_keys
+from tasks.engine.fingerprint import diff_keys
 from tasks.paths import split_step
 from tasks.pipeline import BY_NAME, STAGES, plan
 
@@ -31,7 +31,7 @@ ALIASES = {
 }
 KEY_METRICS = {
     "data": ("train", "eval", "duplicates_dropped"),
-    "base": ("bytes",),
+    "base": ("bytes", "revision", "asset"),  # a hub model's commit, an Azure ML model's version
     "quantize": ("bytes", "seconds"),
     "finetune": ("last_loss", "seconds"),
     "export": ("bytes", "seconds"),
@@ -65,7 +65,10 @@ def _record(root, rev: str, rel: str) -> dict | None:
 
 def history(root, rel: str) -> list[dict]:
     """Versions of one .dvc file, newest first: the workspace's (if not committed yet), then each commit's."""
-    log = _git(root, "log", "--format=%H%x1f%cs%x1f%s", "--", rel)
+    try:
+        log = _git(root, "log", "--format=%H%x1f%cs%x1f%s", "--", rel)
+    except subprocess.CalledProcessError:
+        log = ""  # a repository without a commit yet: the workspace's version alone
     versions = []
     for line in log.splitlines():
         commit, date, subject = line.split("\x1f", 2)
@@ -116,7 +119,8 @@ def version_table(step: str, root, rel: str) -> Table:
     for i, version in enumerate(versions):
         doc = version["doc"]
         md5 = doc["outs"][0]["md5"]
-        metrics = (doc.get("meta") or {}).get("metrics") or {}
+        meta = doc.get("meta") or {}
+        metrics = {**(meta.get("metrics") or {}), **(meta.get("details") or {})}
         keys = KEY_METRICS[split_step(step)[0]]
         shown = ", ".join(f"{k} {_metric(k, metrics[k])}" for k in keys if k in metrics)
         older = versions[i + 1]["doc"] if i + 1 < len(versions) else None

@@ -22,6 +22,12 @@ def select(device: str, key: str) -> str:
     return "cpu"
 
 
+def onnx_choice(chosen: str, export_device: str) -> str:
+    """The device choice for an ONNX model exported for `export_device`: auto follows the export
+    (cuda when this machine has it, else cpu); cpu or cuda as chosen."""
+    return "cpu" if chosen == "auto" and export_device != "cuda" else chosen
+
+
 def reporting_tqdm(channel, bar: str):
     """A tqdm class that also sends each step to the parent's progress bar named `bar`."""
     from tqdm import tqdm

@@ -74,6 +74,15 @@ def load_model(model_dir: Path, device: str):
     return og.Model(config)
 
 
+def prompt_tokenizer(model_dir: Path):
+    """The tokenizer prompts are encoded with: the HF tokenizer the model folder ships, the class
+    finetune and evaluate use (tasks/ml/chat_template.py), so a served prompt's ids are the
+    trained ones; onnxruntime-genai's own tokenizer decodes the answer."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir)
+
+
 def stream(model, prompt_ids, max_new_tokens: int, adapters=None, adapter: str | None = None):
     """Yield the greedy answer's token ids one at a time, `adapter` active (None: the base model)."""
     import onnxruntime_genai as og
@@ -103,8 +112,6 @@ def pick_device(chosen: str, model_dir: Path, key: str) -> str:
     """auto: the provider the model was exported for, if this machine has it; else params' choice."""
     from tasks.ml import device
 
-    if chosen == "auto":
-        cfg = json.loads((model_dir / "genai_config.json").read_text())
-        built_for_cuda = "cuda" in json.dumps(cfg["model"]["decoder"]["session_options"]["provider_options"])
-        chosen = "auto" if built_for_cuda else "cpu"
-    return device.select(chosen, key)
+    cfg = json.loads((model_dir / "genai_config.json").read_text())
+    built_for_cuda = "cuda" in json.dumps(cfg["model"]["decoder"]["session_options"]["provider_options"])
+    return device.select(device.onnx_choice(chosen, "cuda" if built_for_cuda else "cpu"), key)

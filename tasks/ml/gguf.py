@@ -18,7 +18,7 @@ def locate(spec: str, root: Path) -> Path:
     """The GGUF file a params entry names: `package:<distribution>/<path in it>` (found through
     the distribution's metadata, without importing it), or a path (relative to the project)."""
     if not spec.startswith(PACKAGE_PREFIX):
-        return (root / spec).expanduser()
+        return root / Path(spec).expanduser()  # `~/models/x.gguf` as a shell would; an absolute path as is
     dist, _, inside = spec.removeprefix(PACKAGE_PREFIX).partition("/")
     try:
         files = {str(f): f for f in metadata.distribution(dist).files or []}

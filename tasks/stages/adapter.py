@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tasks.build.stage import Stage
+from tasks.engine.stage import Stage
 
 STAGE = Stage(
     name="adapter",
@@ -18,7 +18,6 @@ STAGE = Stage(
     doc="Write an adapter's LoRA weights as adapter_weights.onnx_adapter for the ONNX model",
     output="models/{name}/onnx-ao/adapters/{adapter}",
     upstream=("export", "finetune"),
-    libraries=("onnxruntime", "onnxruntime-gpu"),
 )
 
 

@@ -7,7 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
-from tasks.build.stage import Stage
+from tasks.engine.stage import Stage
 from tasks.paths import within
 
 SYNTHETIC = ("synthetic", "tiny")
@@ -41,15 +41,26 @@ def _outside(params, paths) -> dict:
     return {}
 
 
+def _caveats(params) -> list[str]:
+    if params.base.source == "hf" and not params.base.revision:
+        return [
+            f"base.revision is not pinned: {params.base.model_id} is taken at the hub's main as it is when "
+            "base builds (the commit is recorded); a later push to the model does not make base stale. "
+            "Pin a commit in base.revision for repeatable builds"
+        ]
+    return []
+
+
 STAGE = Stage(
     name="base",
     module=__name__,
     doc="Materialize the base model (synthetic Phi-3 made offline, GGUF file, local folder, hub id, Azure ML asset)",
     output="models/{name}/base",
-    libraries=("torch", "transformers", "tokenizers", "huggingface-hub"),
+    libraries=("gguf", "accelerate"),  # transformers reads a GGUF file through gguf, loads through accelerate
     params_when=_sections,
     external_inputs=_outside,
     online=lambda params: params.base.source == "hf",  # the one stage that may reach a model hub
+    caveats=_caveats,
 )
 
 # What a causal-LM checkpoint needs downstream; other files of a hub repo are not fetched, and a
@@ -159,7 +170,7 @@ def _hub(params, paths, out: Path, channel) -> dict:
     exact = [glob.escape(name) for name in names]
     snapshot_download(cfg.model_id, revision=info.sha, local_dir=out, allow_patterns=exact)
     shutil.rmtree(out / ".cache", ignore_errors=True)  # hub bookkeeping, not part of the model
-    return {}
+    return {"revision": info.sha}  # the commit downloaded (base.revision may be a branch, or unset)
 
 
 def _azureml(params, paths, out: Path, channel) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tasks.build.stage import Stage
+from tasks.engine.stage import Stage
 
 
 def source_file(params, paths) -> dict:

@@ -15,7 +15,17 @@ import math
 import tempfile
 from pathlib import Path
 
-from tasks.build.stage import Stage
+from tasks.engine.stage import Stage
+
+DTYPES = {"cuda": "bfloat16", "cpu": "float32"}  # the torch models' compute dtype, per device
+
+
+def _devices(params) -> dict:
+    """The torch models run on evaluate.device; the ONNX model follows export.device as smoke's does."""
+    from tasks.ml.device import onnx_choice
+
+    return {"torch": params.evaluate.device, "onnx": onnx_choice(params.evaluate.device, params.export.device)}
+
 
 STAGE = Stage(
     name="evaluate",
@@ -23,23 +33,18 @@ STAGE = Stage(
     doc="Measure every model on the eval split: loss, perplexity, answers, sizes, decode speed",
     output="models/{name}/eval/{adapter}",
     upstream=("data", "base", "quantize", "finetune", "export", "adapter"),
-    libraries=(
-        "torch",
-        "transformers",
-        "peft",
-        "autoawq",
-        "onnxruntime-genai",
-        "onnxruntime-genai-cuda",
-        "onnxruntime",
-        "onnxruntime-gpu",
-    ),
+    libraries=("onnxruntime", "onnxruntime-gpu", "accelerate", "tokenizers"),  # under genai and transformers
     params=("evaluate", "template"),
+    devices=_devices,
+    dtypes=DTYPES,
 )
 VARIANTS = ("base", "rtn", "awq", "awq_adapter", "onnx_adapter")
 
 
 def eval_examples(params, paths, tokenizer) -> list[dict]:
-    """Eval records as token ids: the whole templated text, and where its answer starts."""
+    """Eval records as token ids, as finetune trained on them: the whole example, its prompt part
+    (what the model is served) and its answer."""
+    from tasks.ml.chat_template import example_ids
     from tasks.ml.jsonl import read_jsonl
 
     records = read_jsonl(paths.output("data") / "eval.jsonl")
@@ -47,10 +52,9 @@ def eval_examples(params, paths, tokenizer) -> list[dict]:
         records = records[: params.evaluate.max_examples]
     examples = []
     for rec in records:
-        prompt = tokenizer(params.render(rec["prompt"]))["input_ids"]
-        full = tokenizer(params.render(rec["prompt"], rec["response"]))["input_ids"][: params.evaluate.max_seq_len]
-        answer = full[len(prompt) :] if full[: len(prompt)] == prompt else []
-        examples.append({"prompt": prompt, "ids": full, "answer": answer, "question": rec["prompt"]})
+        ids, n_prompt = example_ids(tokenizer, params.template, rec["prompt"], rec["response"])
+        full = ids[: params.evaluate.max_seq_len]
+        examples.append({"prompt": ids[:n_prompt], "ids": full, "answer": full[n_prompt:], "question": rec["prompt"]})
     return examples
 
 
@@ -87,7 +91,7 @@ def torch_variants(params, paths, examples: list[dict], dev: str, channel) -> di
     from tasks.ml import rtn
     from tasks.ml.awq_weights import ships_code, write_dequantized
 
-    dtype = "bfloat16" if dev == "cuda" else "float32"
+    dtype = DTYPES[dev]
     remote = ships_code(paths.output("base"))
     load = lambda folder: AutoModelForCausalLM.from_pretrained(  # noqa: E731
         folder, dtype=getattr(torch, dtype), trust_remote_code=remote

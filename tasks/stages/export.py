@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tasks.build.stage import Stage
+from tasks.engine.stage import Stage
 from tasks.ml.genai import check_config
 
 
@@ -38,7 +38,8 @@ STAGE = Stage(
     output="models/{name}/onnx-ao/model",
     upstream=("quantize",),
     derived=lora_targets,
-    libraries=("onnxruntime-genai", "onnxruntime-genai-cuda", "onnxruntime", "onnxruntime-gpu", "onnx", "transformers"),
+    # The genai builder runs as a program (no import to find): it and what it loads.
+    libraries=("onnxruntime-genai", "onnxruntime-genai-cuda", "onnxruntime", "onnxruntime-gpu", "torch", "tokenizers"),
     params=("export",),
     verify=check_config,  # a copy from the run-cache or a remote loads no library from elsewhere
 )
@@ -83,7 +84,7 @@ def builder_command(awq_dir: Path, out: Path, cache: Path, cfg, split_qkv: bool)
 def run(params, paths, out: Path, channel) -> dict:
     import onnx
 
-    from tasks.build.protocol import die_with_parent
+    from tasks.engine.protocol import die_with_parent
     from tasks.ml.lora_graph import LAYOUT_FILE, add_lora_inputs, resolve_targets, split_qkv
 
     awq = paths.output("quantize")

@@ -12,7 +12,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from tasks.build.stage import Stage
+from tasks.engine.stage import Stage
+
+DTYPES = {"cuda": "bfloat16", "cpu": "float32"}  # training's compute dtype, per device
 
 STAGE = Stage(
     name="finetune",
@@ -20,13 +22,16 @@ STAGE = Stage(
     doc="LoRA finetune of an adapter (Olive) against the dequantized AWQ weights",
     output="models/{name}/ft/{adapter}",
     upstream=("data", "quantize"),
-    libraries=("olive-ai", "peft", "torch", "transformers", "datasets", "autoawq"),
+    libraries=("peft", "accelerate", "tokenizers"),  # Olive's LoRA pass: peft, the HF Trainer (accelerate)
     params=("finetune", "template"),
+    devices=lambda params: {"device": params.finetune.device},
+    dtypes=DTYPES,
 )
 
 
 def olive_config(params, base: Path, train: Path, work: Path, dtype: str, targets: list[str]) -> dict:
     """An Olive workflow: one LoRA pass over the train split in the lab's template."""
+    from tasks.ml import chat_examples
     from tasks.ml.awq_weights import ships_code
 
     remote = ships_code(base)
@@ -35,7 +40,11 @@ def olive_config(params, base: Path, train: Path, work: Path, dtype: str, target
         "name": "train_data",
         "type": "HuggingfaceContainer",
         "load_dataset_config": {"data_name": "json", "data_files": str(train), "split": "train"},
-        "pre_process_data_config": {"text_template": params.template, "max_seq_len": cfg.max_seq_len},
+        # The served prompt's token ids, not Olive's text path (tasks/ml/chat_examples.py says why).
+        "pre_process_data_config": {
+            "type": chat_examples.register(),
+            "params": {"template": params.template, "max_seq_len": cfg.max_seq_len},
+        },
     }
     lora = {
         "type": "LoRA",
@@ -158,7 +167,7 @@ def run(params, paths, out: Path, channel) -> dict:
     from tasks.ml.lora_graph import resolve_targets
 
     dev = device.select(params.finetune.device, "finetune.device")
-    dtype = "bfloat16" if dev == "cuda" else "float32"
+    dtype = DTYPES[dev]
     with tempfile.TemporaryDirectory(prefix=".finetune-", dir=paths.models) as scratch:
         work = Path(scratch)
         os.environ["HF_DATASETS_CACHE"] = str(work / "datasets")

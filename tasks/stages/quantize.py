@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.build.stage import Stage
+from tasks.engine.stage import Stage
+from tasks.ml.chat_template import render
 from tasks.ml.qa_data import calibration_inputs, calibration_records
 
 
@@ -18,22 +19,26 @@ def calibration_files(params, paths) -> dict:
     return calibration_inputs(paths, params.calibration_files())
 
 
+DTYPES = {"cuda": "float16", "cpu": "float32"}  # the AWQ search's compute dtype, per device
+
 STAGE = Stage(
     name="quantize",
     module=__name__,
     doc="AWQ 4-bit quantization, calibrated on a data file's train split (CUDA if present)",
     output="models/{name}/awq",
     upstream=("base",),
-    libraries=("autoawq", "torch", "transformers", "accelerate"),
+    libraries=("accelerate", "tokenizers"),  # under AutoAWQ and transformers
     params=("quantize", "template", "data"),  # data: the train/eval split, so no eval text calibrates
     external_inputs=calibration_files,
+    devices=lambda params: {"device": params.quantize.device},
+    dtypes=DTYPES,
 )
 
 
 def calibration_texts(params, paths) -> list[str]:
     """The calibration records in the chat template: the text the model will see after finetuning."""
     records = calibration_records(paths, params.calibration_files(), params.data.eval_fraction, params.data.seed)
-    return [params.render(r["prompt"], r["response"]) for r in records]
+    return [render(params.template, r["prompt"], r["response"]) for r in records]
 
 
 def _check_group_size(base: Path, group: int) -> None:
@@ -74,7 +79,7 @@ def run(params, paths, out: Path, channel) -> dict:
             f"quantize.max_calib_seq_len: the first {cfg.max_calib_samples} training texts hold fewer than "
             f"{cfg.max_calib_seq_len} tokens; lower it or add data"
         )
-    dtype = torch.float16 if dev == "cuda" else torch.float32
+    dtype = getattr(torch, DTYPES[dev])
     model = AutoAWQForCausalLM.from_pretrained(
         str(base), torch_dtype=dtype, use_cache=False, safetensors=True, trust_remote_code=remote
     )

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from tasks.azureml.client import workspace_missing
-from tasks.build.stage import Stage
+from tasks.engine.stage import Stage
 
 STAGE = Stage(
     name="register",
@@ -22,7 +22,6 @@ STAGE = Stage(
     doc="Publish the ONNX model and its adapters to the Azure ML model registry (needs params azure.*)",
     output="models/{name}/registry",
     upstream=("export", "adapter", "evaluate"),  # every adapter's; evaluate: its key metrics become tags
-    libraries=("azure-ai-ml", "azure-identity", "azure-storage-blob"),
     params=("azure", "registry"),
     tracked_copies=(("model.json", "models/registry/{name}.json"),),  # name and version, for git
     # Only when params name a workspace does a plain `doit` register.
@@ -53,7 +52,7 @@ def build_content(params, paths) -> str:
     adapter file's (a new adapter, or one retrained, is new content)."""
     import hashlib
 
-    from tasks.build.store import content_hash
+    from tasks.engine.store import content_hash
     from tasks.errors import StageError
 
     parts = {"model": content_hash(paths.dvc_file("export"))}

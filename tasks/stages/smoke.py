@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tasks.build.stage import Stage
+from tasks.engine.stage import Stage
+from tasks.ml.device import onnx_choice
 
 STAGE = Stage(
     name="smoke",
@@ -13,26 +14,28 @@ STAGE = Stage(
     doc="Answer the configured prompts with the ONNX model, an adapter on and off",
     output="models/{name}/smoke/{adapter}",
     upstream=("export", "adapter"),
-    libraries=("onnxruntime-genai", "onnxruntime-genai-cuda", "onnxruntime", "onnxruntime-gpu"),
+    libraries=("onnxruntime", "onnxruntime-gpu", "tokenizers"),  # onnxruntime-genai loads onnxruntime
     params=("smoke", "template"),
+    devices=lambda params: {"device": onnx_choice(params.smoke.device, params.export.device)},
 )
 
 
 def run(params, paths, out: Path, channel) -> dict:
     import onnxruntime_genai as og
 
-    from tasks.ml.genai import generate, load_model, pick_device
+    from tasks.ml.chat_template import prompt_ids
+    from tasks.ml.genai import generate, load_model, pick_device, prompt_tokenizer
 
     model_dir = paths.output("export")
     dev = pick_device(params.smoke.device, model_dir, "smoke.device")
     model = load_model(model_dir, dev)
-    tokenizer = og.Tokenizer(model)
+    tokenizer, encoder = og.Tokenizer(model), prompt_tokenizer(model_dir)
     adapters = og.Adapters(model)
     name = paths.adapter
     adapters.load(str(paths.adapter_file(name)), name)
     answers = []
     for i, prompt in enumerate(params.smoke.prompts):
-        ids = tokenizer.encode(params.render(prompt))
+        ids = prompt_ids(encoder, params.template, prompt)
         tuned, ttft, seconds = generate(model, tokenizer, ids, params.smoke.max_new_tokens, adapters, name)
         plain, _, _ = generate(model, tokenizer, ids, params.smoke.max_new_tokens)
         answers.append(

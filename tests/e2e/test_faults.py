@@ -44,11 +44,11 @@ def _make_stale(project: Path, step: str) -> None:
 
 
 def _failpoint(step: str, point: str) -> str:
-    """LAB_FAILPOINT names the stage (tasks/build/artifacts.py), whichever adapter's step runs."""
+    """LAB_FAILPOINT names the stage (tasks/engine/artifacts.py), whichever adapter's step runs."""
     return f"{step.split(':')[0]}:{point}"
 
 
-# Kill points inside a stage (tasks/build/artifacts.py failpoint): before any work, outputs written but
+# Kill points inside a stage (tasks/engine/artifacts.py failpoint): before any work, outputs written but
 # not in place, in place but not tracked, `dvc add` done but the record not written, all recorded.
 CHILD_POINTS = ["start", "staged", "renamed", "dvc-added", "tracked"]
 PARENT_POINTS = ["staged:parent", "tracked:parent"]  # the doit process itself is killed
@@ -140,7 +140,7 @@ def test_kill_while_the_stage_works(project, stage):
 
 
 def _wait_for_stage(stage: str, parent: int, deadline: float) -> int:
-    """The PID of the `python -m tasks.build.child <stage>` process that doit process `parent` started."""
+    """The PID of the `python -m tasks.engine.child <stage>` process that doit process `parent` started."""
     while time.monotonic() < deadline:
         for entry in Path("/proc").iterdir():
             try:
@@ -148,7 +148,7 @@ def _wait_for_stage(stage: str, parent: int, deadline: float) -> int:
                 ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
             except (OSError, ValueError, IndexError):
                 continue
-            if ppid == parent and b"tasks.build.child" in argv and stage.encode() in argv:
+            if ppid == parent and b"tasks.engine.child" in argv and stage.encode() in argv:
                 return int(entry.name)
         time.sleep(0.05)
     raise AssertionError(f"stage {stage} never started")

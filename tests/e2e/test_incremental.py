@@ -8,13 +8,16 @@ before comes back from DVC's cache instead (tests/test_versions.py has the versi
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from tasks.pipeline import default_tasks
-from tests.conftest import doit, edit_params
+from tests.conftest import PLAIN, doit, edit_params, make_project
 
 pytestmark = pytest.mark.slow
 
@@ -61,6 +64,12 @@ CHANGES = {
     # A helper only base imports: base re-runs (its code fingerprint is derived from its imports),
     # its output has the same bytes, so quantize and the rest stay up to date.
     "a helper of base": (lambda p: _append(p, "tasks/ml/synthetic_model.py", "# reviewed\n"), ["base"]),
+    # The chat template's rendering: the stages that render or tokenize with it (calibration,
+    # training, smoke, evaluate); the rebuilt AWQ model and adapter have the same bytes.
+    "the template's rendering": (
+        lambda p: _append(p, "tasks/ml/chat_template.py", "# reviewed\n"),
+        ["quantize", "finetune:travel", "smoke:travel", "evaluate:travel"],
+    ),
     # Restored from DVC's cache: same inputs, and the cached copy passes DVC's hash check.
     "quantize output deleted": (lambda p: shutil.rmtree(p / "models/tiny/awq"), [], ["quantize"]),
     # The edit goes through DVC's hard link into the cache, whose hash check then fails: rebuilt,
@@ -154,19 +163,87 @@ def _md5_line(dvc_file: Path) -> str:
     return next(line for line in dvc_file.read_text().splitlines() if "md5:" in line)
 
 
-def test_a_library_version_bump_makes_the_stages_using_it_stale(built_copy, tmp_path):
-    """A newer olive-ai (its metadata, on PYTHONPATH ahead of the installed one): finetune, the one
-    stage that uses it, rebuilds; its output has the same bytes, so nothing after it runs."""
-    dist = tmp_path / "newer" / "olive_ai-99.0.0.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: olive-ai\nVersion: 99.0.0\n")
+@pytest.mark.parametrize(
+    ("dist", "step"),
+    [
+        ("olive-ai", "finetune:travel"),  # imported by finetune's code alone
+        ("gguf", "base"),  # imported by no code of ours: transformers reads a GGUF file through it
+    ],
+)
+def test_a_library_version_bump_makes_the_stages_using_it_stale(built_copy, tmp_path, dist, step):
+    """A newer version (its metadata, on PYTHONPATH ahead of the installed one): the one stage that
+    uses it rebuilds; its output has the same bytes, so nothing after it runs."""
+    info_dir = tmp_path / "newer" / f"{dist.replace('-', '_')}-99.0.0.dist-info"
+    info_dir.mkdir(parents=True)
+    (info_dir / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 99.0.0\n")
     env = {"PYTHONPATH": str(tmp_path / "newer")}
-    info = doit(built_copy, "info", "finetune:travel", env=env)
-    assert info.output.startswith("finetune:travel: stale: changed: libraries.olive-ai"), info.output
+    info = doit(built_copy, "info", step, env=env)
+    assert info.output.startswith(f"{step}: stale: changed: libraries.{dist}"), info.output
     run = doit(built_copy, env=env)
-    assert run.returncode == 0 and run.ran == ["finetune:travel"], run.output
+    assert run.returncode == 0 and run.ran == [step], run.output
     back = doit(built_copy)  # the installed version again: the build made with it comes back from the cache
-    assert (back.ran, back.restored) == ([], ["finetune:travel"]), back.output
+    assert (back.ran, back.restored) == ([], [step]), back.output
+
+
+def test_forcing_recomputes_even_when_the_run_cache_holds_the_build(built_copy):
+    """`doit -s -a X` recomputes X although its fingerprint is in the run-cache (a build the user
+    distrusts); `doit forget --drop-cache X` drops the run-cache entries of X's build."""
+    edit_params(built_copy, "seed: 42", "seed: 43")
+    assert doit(built_copy, "data:travel").ran == ["data:travel"]
+    edit_params(built_copy, "seed: 43", "seed: 42")  # stale again; its build is in the run-cache
+    run = doit(built_copy, "-s", "-a", "data:travel")
+    assert run.returncode == 0 and (run.ran, run.restored) == (["data:travel"], []), run.output
+    edit_params(built_copy, "seed: 42", "seed: 43")
+    # The workspace's build (seed 42: its first build and the forced one, a record each) and the
+    # build its inputs now make (seed 43).
+    dropped = doit(built_copy, "forget", "--drop-cache", "data:travel")
+    assert dropped.returncode == 0 and "data:travel: dropped 3 run-cache entries" in dropped.output, dropped.output
+    run = doit(built_copy, "data:travel")  # seed 43 again: built, no longer restored
+    assert (run.ran, run.restored) == (["data:travel"], []), run.output
+
+
+def _waiting_doit(project: Path, *args: str) -> subprocess.Popen:
+    """A `doit` that queues behind the run lock (held by the test), once it says so."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "doit", *args],
+        cwd=project,
+        env={**os.environ, **PLAIN, "LAB_WAIT_FOR_LOCK": "1"},
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    assert "waiting for the doit run building in this checkout" in proc.stdout.readline()
+    return proc
+
+
+def test_params_edited_while_a_run_waits_are_refused_not_built_under_the_old_fingerprint(built_copy):
+    from tasks.engine.runlock import RunLock
+
+    edit_params(built_copy, "seed: 42", "seed: 43")  # what the waiting run plans with
+    lock = RunLock(built_copy / ".doit.lock")
+    lock.acquire(wait=False)
+    info = doit(built_copy, "info", "data:travel")  # it writes doit's record: the lock covers it
+    assert info.returncode == 3 and "another doit run is building in this checkout" in info.output
+    waiting = _waiting_doit(built_copy, "data:travel")
+    edit_params(built_copy, "seed: 43", "seed: 44")  # edited while it waits
+    lock.release()
+    output = waiting.communicate(timeout=300)[0]
+    assert waiting.returncode == 1, output
+    assert "params.yaml changed after this run planned its steps" in " ".join(output.split())
+    assert "seed: 42" in (built_copy / "data/prepared/tiny/travel.dvc").read_text()  # nothing built
+
+
+def test_a_cache_outside_the_project_is_used_for_every_check(tmp_path):
+    """`dvc cache dir` elsewhere (a shared cache): a touched output is checked against the manifest
+    in that cache (same bytes: nothing to do), not checked out again for want of it."""
+    project = make_project(tmp_path / "project")
+    dvc = [sys.executable, "-m", "dvc"]
+    subprocess.run([*dvc, "cache", "dir", str(tmp_path / "shared-cache")], cwd=project, check=True)
+    assert doit(project, "data:travel").ran == ["data:travel"]
+    assert list((tmp_path / "shared-cache/files/md5").glob("*/*.dir")) and not (project / ".dvc/cache/files").exists()
+    os.utime(project / "data/prepared/tiny/travel/train.jsonl", ns=(1, 1))  # touched, same bytes
+    run = doit(project, "data:travel")
+    assert run.returncode == 0 and (run.ran, run.restored) == ([], []), run.output
 
 
 def test_doit_stage_builds_up_to_that_stage_and_no_further(built_copy):

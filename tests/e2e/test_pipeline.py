@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import yaml
 import pytest
 
 from tasks.pipeline import default_tasks
@@ -174,6 +175,14 @@ def test_hf_source_downloads_over_the_hub_protocol(built_copy):
     assert run.ran == ["base"], run.output
     assert f"GET /lab/tiny-phi3/resolve/{hub.sha}/model.safetensors" in hub.requests
     assert not list((built_copy / "models/tiny/base").glob(".cache"))
+    # Unpinned, the commit it got is recorded (the .dvc record, the metrics file, `doit versions`)
+    # and `doit info base` says that the revision is not pinned.
+    record = yaml.safe_load((built_copy / "models/tiny/base.dvc").read_text())["meta"]
+    assert record["details"]["revision"] == hub.sha
+    assert json.loads((built_copy / "models/metrics/tiny/base.json").read_text())["revision"] == hub.sha
+    assert f"revision {hub.sha}" in " ".join(doit(built_copy, "versions", "--artifact", "base").output.split())
+    info = doit(built_copy, "info", "base")
+    assert "base: note: base.revision is not pinned: lab/tiny-phi3 is taken at the hub's main" in info.output
 
 
 REMOTE_CODE = """import pathlib

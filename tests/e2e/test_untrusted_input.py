@@ -91,3 +91,51 @@ def test_a_cached_onnx_folder_that_loads_an_outside_library_is_rebuilt(built_cop
     said = " ".join(run.output.split())  # the console wraps long lines
     assert "custom_ops_library points at '/tmp/not-ours.so', outside the model folder: refused" in said
     assert "custom_ops_library" not in (model / "genai_config.json").read_text()
+
+
+def _cache_object(project: Path, data: bytes, suffix: str = "") -> str:
+    """Put `data` in the project's DVC cache under its true md5 (as a pull from a remote would)."""
+    import hashlib
+
+    md5 = hashlib.md5(data).hexdigest()
+    path = project / ".dvc/cache/files/md5" / md5[:2] / (md5[2:] + suffix)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return md5 + suffix
+
+
+def _hostile_entry(project: Path, dvc_file: str, out: dict) -> None:
+    """A run-cache entry for the artifact's exact fingerprint, newer than the genuine one, whose
+    out is `out` (with the genuine `path`), and the artifact's .dvc file gone: the entries decide."""
+    entry = _entries(project, dvc_file)[0]
+    doc = yaml.safe_load(entry.read_text())
+    doc["outs"][0] = out | {"path": doc["outs"][0]["path"]}
+    entry.with_name("hostile").write_text(yaml.safe_dump(doc, sort_keys=False))
+    (project / dvc_file).unlink()
+
+
+@pytest.mark.parametrize("relpath", ["../../../escaped.txt", "/tmp/escaped-abs.txt", "a/./answers.json"])
+def test_a_manifest_naming_a_file_outside_its_folder_is_refused_before_anything_is_written(built_copy, relpath):
+    """A run-cache entry names a manifest (DVC's `.dir` object, intact by its hash) listing a file
+    whose name leaves the folder: refused before checkout; the genuine build comes back instead."""
+    obj = _cache_object(built_copy, b"written by a stranger\n")
+    manifest = _cache_object(built_copy, json.dumps([{"md5": obj, "relpath": relpath}]).encode(), ".dir")
+    _hostile_entry(built_copy, "models/tiny/smoke/travel.dvc", {"md5": manifest, "size": 22, "nfiles": 1})
+    run = doit(built_copy)
+    assert run.returncode == 0 and (run.ran, run.restored) == ([], ["smoke:travel"]), run.output
+    said = " ".join(run.output.split())
+    assert f"version {manifest[:8]} its manifest names the file {relpath!r}, which leaves the folder: refused" in said
+    assert not list(built_copy.parent.rglob("escaped.txt")) and not Path("/tmp/escaped-abs.txt").exists()
+    assert yaml.safe_load((built_copy / "models/tiny/smoke/travel.dvc").read_text())["outs"][0]["md5"] != manifest
+
+
+def test_a_run_cache_entry_gives_a_dvc_file_its_hash_fields_only(built_copy):
+    """An entry's out carrying other keys (cache: false, a remote, push: false) restores the build
+    with the hash fields alone: DVC is never told by an entry how to treat the output."""
+    genuine = yaml.safe_load((built_copy / "models/tiny/smoke/travel.dvc").read_text())["outs"][0]
+    extra = {"cache": False, "remote": "elsewhere", "push": False, "persist": True}
+    _hostile_entry(built_copy, "models/tiny/smoke/travel.dvc", genuine | extra)
+    run = doit(built_copy)
+    assert run.returncode == 0 and (run.ran, run.restored) == ([], ["smoke:travel"]), run.output
+    out = yaml.safe_load((built_copy / "models/tiny/smoke/travel.dvc").read_text())["outs"][0]
+    assert set(out) <= {"md5", "size", "nfiles", "hash", "path"} and out["md5"] == genuine["md5"]

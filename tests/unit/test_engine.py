@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from tasks.build import artifacts, protocol, store
-from tasks.build.fingerprint import code_of, diff_keys, fingerprint
+from tasks.engine import artifacts, protocol, store
+from tasks.engine.fingerprint import code_of, diff_keys, fingerprint
 from tasks.errors import StageError
 from tasks.params import ParamsError
-from tasks.pipeline import BY_NAME, STAGES, default_tasks, plan, project
+from tasks.pipeline import BY_NAME, STAGES, default_tasks, plan, project, read_again
 from tests.conftest import make_project
 
 
@@ -32,7 +32,7 @@ def test_code_fingerprints_follow_imports_and_leave_the_engine_out():
     evaluate = code_of(root, BY_NAME["evaluate"].module)
     assert {"tasks/ml/genai.py", "tasks/ml/rtn.py", "tasks/ml/awq_weights.py"} <= set(evaluate)
     for stage in STAGES:
-        assert not [p for p in code_of(root, stage.module) if p.startswith(("tasks/build/", "tasks/cli/"))]
+        assert not [p for p in code_of(root, stage.module) if p.startswith(("tasks/engine/", "tasks/cli/"))]
 
 
 def test_a_helper_only_base_uses_makes_only_base_stale(checkout):
@@ -45,6 +45,45 @@ def test_a_helper_only_base_uses_makes_only_base_stale(checkout):
     changed = [name for name in before if diff_keys(before[name], after[name])]
     assert changed == ["base"]
     assert diff_keys(before["base"], after["base"]) == ["tasks/ml/synthetic_model.py"]
+
+
+def test_the_template_rendering_is_code_of_exactly_the_stages_that_read_the_template():
+    root = project()[1].root
+    readers = {s.name for s in STAGES if "tasks/ml/chat_template.py" in code_of(root, s.module)}
+    assert readers == {"quantize", "finetune", "smoke", "evaluate"}
+    assert readers == {s.name for s in STAGES if "template" in s.params}
+
+
+def test_libraries_are_what_the_code_imports_plus_what_a_stage_names(checkout):
+    found, paths = plan(checkout)
+    stage = lambda step: BY_NAME[step.split(":")[0]]  # noqa: E731
+    libs = {step: set(fingerprint(stage(step), step, found, paths)["libraries"]) for step in found.stages}
+    assert {"gguf", "safetensors", "tokenizers", "transformers", "torch", "azure-ai-ml"} <= libs["base"]
+    assert {"olive-ai", "peft", "accelerate", "tokenizers", "safetensors", "datasets"} <= libs["finetune:travel"]
+    assert {"torch", "onnx", "onnxruntime-genai", "autoawq"} <= libs["export"]
+    assert {"onnxruntime-genai", "onnxruntime", "transformers"} <= libs["smoke:travel"]
+    assert libs["data:travel"] == set()  # the standard library only
+    assert "azure-ai-ml" not in libs["quantize"] and "olive-ai" not in libs["quantize"]
+
+
+def test_the_device_a_step_resolves_to_and_its_dtype_are_in_its_fingerprint(checkout, monkeypatch):
+    from tasks.engine import fingerprint as fp
+
+    found, paths = plan(checkout)
+    steps = {step: BY_NAME[step.split(":")[0]] for step in found.stages}
+    monkeypatch.setattr(fp, "cuda_present", lambda root: False)
+    cpu = {step: fingerprint(stage, step, found, paths) for step, stage in steps.items()}
+    assert cpu["quantize"]["device"] == {"device": "cpu", "dtype": "float32"}
+    assert cpu["finetune:travel"]["device"] == {"device": "cpu", "dtype": "float32"}
+    assert cpu["evaluate:travel"]["device"] == {"torch": "cpu", "onnx": "cpu", "dtype": "float32"}
+    monkeypatch.setattr(fp, "cuda_present", lambda root: True)
+    gpu = {step: fingerprint(stage, step, found, paths) for step, stage in steps.items()}
+    changed = {step: diff_keys(cpu[step], gpu[step]) for step in steps}
+    assert changed["quantize"] == ["device.device", "device.dtype"]
+    assert changed["finetune:travel"] == ["device.device", "device.dtype"]
+    # the ONNX model was exported for the CPU (export.device): smoke and evaluate's ONNX part stay there
+    assert changed["evaluate:travel"] == ["device.dtype", "device.torch"]
+    assert not changed["smoke:travel"] and not changed["export"] and not changed["base"]
 
 
 def test_diff_keys_names_nested_changes():
@@ -97,7 +136,7 @@ def test_staging_replaces_only_on_success(tmp_path):
 STOPPED_TWICE = """
 import os, shutil, signal, sys, time
 from pathlib import Path
-from tasks.build import artifacts, protocol
+from tasks.engine import artifacts, protocol
 
 real_rmtree = shutil.rmtree
 def rmtree_after_a_second_ctrl_c(*args, **kwargs):
@@ -150,9 +189,17 @@ def test_the_plan_is_what_the_params_make_of_the_stages(checkout):
     params = checkout / "params.yaml"
     folder = checkout.parent / "checkpoint"
     params.write_text(params.read_text().replace("source: synthetic ", f"source: local\n  path: {folder}\n "))
-    plan.cache_clear(), project.cache_clear()  # a new process, as the next `doit` would be
+    read_again()  # a new process, as the next `doit` would be
     found, _ = plan(checkout)  # the file changed: computed again, not taken from the memo
     assert found.external("base") == {"local_base": str(folder)}
+
+
+def test_a_base_folder_from_home_is_expanded(checkout, monkeypatch):
+    monkeypatch.setenv("HOME", str(checkout.parent))
+    params = checkout / "params.yaml"
+    params.write_text(params.read_text().replace("source: synthetic ", "source: local\n  path: ~/checkpoint\n "))
+    read_again()
+    assert plan(checkout)[0].external("base") == {"local_base": str(checkout.parent / "checkpoint")}
 
 
 TWO_ADAPTERS = """adapters:

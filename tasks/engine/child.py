@@ -1,4 +1,4 @@
-"""The process that runs one stage: `python -m tasks.build.child <stage> <job.json>`.
+"""The process that runs one stage: `python -m tasks.engine.child <stage> <job.json>`.
 
 File descriptor 1 becomes the event channel to the parent (JSON lines); everything else a library
 prints, C code included, goes to the stage's log file, which the parent opened as our stderr. The
@@ -16,7 +16,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tasks.build import artifacts, protocol, store
+from tasks.engine import artifacts, protocol, store
 from tasks.errors import redact
 
 
@@ -75,6 +75,21 @@ def build_record(stage: str, out: Path, seconds: float, summary: dict, fingerpri
     }
 
 
+def _hold_to_planned_devices(fingerprint: dict) -> None:
+    """Build on the devices the fingerprint says: a step planned for the CPU sees no GPU (auto then
+    resolves to cpu in the stage too); one planned for CUDA fails here if this process has none."""
+    from tasks.errors import StageError
+
+    planned = {k: v for k, v in fingerprint.get("device", {}).items() if k != "dtype"}
+    if planned and all(device == "cpu" for device in planned.values()):
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    elif "cuda" in planned.values():
+        import torch
+
+        if not torch.cuda.is_available():
+            raise StageError("the build planned this step for CUDA, but this process sees no CUDA device")
+
+
 def main(step: str, job_file: str) -> int:
     from tasks.params import Params
     from tasks.paths import Paths, split_step
@@ -92,6 +107,8 @@ def main(step: str, job_file: str) -> int:
     placed = False
     try:
         artifacts.failpoint("start")
+        if job["executor"] == job["module"]:  # run here, not as a remote job
+            _hold_to_planned_devices(job["fingerprint"])
         started = time.perf_counter()
         run = importlib.import_module(job["executor"]).run
         with artifacts.staging(out) as tmp:
@@ -99,7 +116,7 @@ def main(step: str, job_file: str) -> int:
         placed = True
         meta = build_record(step, out, time.perf_counter() - started, summary, job["fingerprint"])
         store.dvc_track(paths.root, out, meta)
-        store.publish_records(paths, step, meta["metrics"], job["tracked_copies"])
+        store.publish_records(paths, step, meta, job["tracked_copies"])
         artifacts.failpoint("tracked")
     except Exception as exc:
         message, code = protocol.explain(exc, out, placed)

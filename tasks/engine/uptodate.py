@@ -1,6 +1,6 @@
 """Whether a stage is up to date, and why not.
 
-A stage is stale when its fingerprint (params section, code, library versions, upstream content
+A stage is stale when its fingerprint (params section, code, library versions, device, upstream content
 hashes, outside inputs) differs from the one stored in the `meta:` of its `.dvc` file, when doit
 holds no record of building it (`doit forget`), or when its output folder no longer matches that
 record. `plan` is a callable returning the build's (Plan, Paths), computed once per process.
@@ -8,8 +8,8 @@ record. `plan` is a callable returning the build's (Plan, Paths), computed once 
 
 from __future__ import annotations
 
-from tasks.build import artifacts, store
-from tasks.build.fingerprint import diff_keys, fingerprint
+from tasks.engine import artifacts, store
+from tasks.engine.fingerprint import diff_keys, fingerprint
 from tasks.paths import DOIT_DB
 
 

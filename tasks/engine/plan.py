@@ -17,7 +17,8 @@ from tasks.paths import step_name
 @dataclass(frozen=True)
 class Plan:
     name: str  # params.name: artifacts go to models/<name>/
-    # step: {"sections": {...}, "upstream": [...], "external": {key: path}, "default": bool, "unable": why}
+    # step: {"sections": {...}, "upstream": [...], "external": {key: path}, "devices": {name: auto|cpu|cuda},
+    #        "default": bool, "unable": why, "caveats": [...]}
     stages: dict
     adapters: list[str] = field(default_factory=list)  # params order
 
@@ -30,9 +31,16 @@ class Plan:
     def external(self, step: str) -> dict[str, str]:
         return self.stages[step]["external"]
 
+    def devices(self, step: str) -> dict[str, str]:
+        """Where the step computes, as params choose (auto is resolved per machine: fingerprint.py)."""
+        return self.stages[step].get("devices") or {}
+
     def unable(self, step: str) -> str | None:
         """Why the step cannot run with these params (its upstream is then not built for it)."""
         return self.stages[step].get("unable")
+
+    def caveats(self, step: str) -> list[str]:
+        return self.stages[step].get("caveats") or []
 
     def default(self) -> list[str]:
         return [name for name, step in self.stages.items() if step["default"]]
@@ -52,6 +60,15 @@ def _upstream(stage, params, per_adapter: set[str], adapter: str | None) -> list
     return found
 
 
+def _devices(stage, params) -> dict[str, str]:
+    """The step's device choices; run as an Azure ML job (jobs.executor), auto is that compute's
+    device: the compute is named, as the machine that decides the bytes."""
+    choices = stage.devices(params) if stage.devices else {}
+    if params.jobs.remote(stage.name):
+        return {k: f"azureml:{params.jobs.compute}" if c == "auto" else c for k, c in choices.items()}
+    return choices
+
+
 def _step(stage, params, paths, per_adapter: set[str], adapter: str | None) -> dict:
     own, paths = params.for_adapter(adapter), paths.for_adapter(adapter)
     dump = own.model_dump(mode="json")
@@ -60,8 +77,10 @@ def _step(stage, params, paths, per_adapter: set[str], adapter: str | None) -> d
         "sections": {key: dump[key] for key in stage.sections_of(own)} | (stage.derived(own) if stage.derived else {}),
         "upstream": _upstream(stage, own, per_adapter, adapter),
         "external": {key: str(path) for key, path in outside.items()},
+        "devices": _devices(stage, own),
         "default": stage.is_default(own),
         "unable": stage.unable(own) if stage.unable else None,
+        "caveats": list(stage.caveats(own)) if stage.caveats else [],
     }
 
 

@@ -24,8 +24,15 @@ class Stage:
     # Upstream stages; a stage of each adapter depends on its own adapter's step of a per-adapter
     # upstream, a stage of the model on every adapter's.
     upstream: tuple[str, ...] = ()
-    libraries: tuple[str, ...] = ()  # distributions whose versions are part of the fingerprint
+    # Distributions the stage uses without importing them (onnxruntime under onnxruntime-genai, the
+    # builder run as a program); what its code imports is found by the import scan (fingerprint.py).
+    libraries: tuple[str, ...] = ()
     params: tuple[str, ...] = ()  # params sections (top-level keys) the stage reads
+    # Where it computes (params -> {name: auto|cpu|cuda}): its fingerprint holds what each choice
+    # resolves to on the machine that builds, and `dtypes[device]` of the first: the compute dtype
+    # the stage's run takes from the same mapping (a CPU build is never handed to a GPU machine).
+    devices: Optional[Callable] = None
+    dtypes: Optional[dict] = None
     # Files of the output also copied to a git-tracked place ({name} is params.name), e.g. a record.
     tracked_copies: tuple[tuple[str, str], ...] = ()
     # The stage's own special cases, as functions of the validated params (None: the fields above).
@@ -38,6 +45,9 @@ class Stage:
     verify: Optional[Callable] = None  # output folder -> None, or StageError: a restored copy's check
     # params -> why the stage cannot run with these params, or None; checked before its upstream runs.
     unable: Optional[Callable] = None
+    # params -> what a user should know about its builds with these params (`doit info` shows it),
+    # e.g. that a hub model's revision is not pinned.
+    caveats: Optional[Callable] = None
 
     @property
     def per_adapter(self) -> bool:

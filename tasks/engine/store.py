@@ -10,6 +10,7 @@ exactly the inputs it was built from.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from tasks.build import artifacts
+from tasks.engine import artifacts
 from tasks.paths import split_step
 
 
@@ -44,11 +45,12 @@ def dvc_track(root: Path, out: Path, meta: dict) -> None:
         save(repo, root, dvc_file)
 
 
-def publish_records(paths, step: str, metrics: dict, tracked_copies=()) -> None:
+def publish_records(paths, step: str, meta: dict, tracked_copies=()) -> None:
     """The git-tracked side of a build, for `dvc metrics` and `dvc plots` at any revision: the
-    step's metrics file, copies of the CSV files it left under `plots/` in its output, and the
-    files the stage asks to be copied (Stage.tracked_copies)."""
-    artifacts.write_json(paths.metrics(step), metrics)
+    step's metrics file (its numbers and the words it resolved, e.g. a hub model's commit),
+    copies of the CSV files it left under `plots/` in its output, and the files the stage asks to
+    be copied (Stage.tracked_copies)."""
+    artifacts.write_json(paths.metrics(step), {**meta.get("metrics", {}), **meta.get("details", {})})
     out = paths.output(step)
     plots = paths.plots(split_step(step)[1])
     for name, target in tracked_copies:
@@ -62,11 +64,30 @@ def publish_records(paths, step: str, metrics: dict, tracked_copies=()) -> None:
             shutil.copyfile(source, plots / source.name)
 
 
+@functools.cache
+def cache_dir(root: Path) -> Path:
+    """The repository's DVC cache folder as DVC's config says (`dvc cache dir`: a team's shared
+    cache, or one several checkouts share), at any config level; `.dvc/cache` by default. Read
+    only when a file's stats moved, never on a no-op build."""
+    from dvc.config import Config
+
+    configured = Config(dvc_dir=str(root / ".dvc"))["cache"].get("dir")
+    return Path(configured) if configured else root / ".dvc" / "cache"
+
+
 def _dir_manifest(root: Path, dir_md5: str) -> dict[str, str]:
     """{relpath: md5} from DVC's cache entry for a tracked folder."""
-    obj = root / ".dvc" / "cache" / "files" / "md5" / dir_md5[:2] / dir_md5[2:]
+    obj = cache_dir(root) / "files" / "md5" / dir_md5[:2] / dir_md5[2:]
     entries = json.loads(obj.read_text())
     return {e["relpath"]: e["md5"] for e in entries}
+
+
+def unsafe_relpath(relpath) -> bool:
+    """Whether a manifest's file name could write outside its folder: not a string, empty, absolute,
+    or with an empty, `.` or `..` part (DVC's checkout joins it to the folder as it comes)."""
+    if not isinstance(relpath, str) or not relpath or relpath.startswith("/") or "\\" in relpath:
+        return True
+    return any(part in ("", ".", "..") for part in relpath.split("/"))
 
 
 def _md5(path: Path) -> str:
@@ -144,34 +165,77 @@ def entries(repo, fingerprint: dict, output: str) -> list[dict]:
             meta, out = entry["params"]["lab"], dict(entry["outs"][0])
         except (TypeError, KeyError, IndexError):
             continue  # not ours, or damaged: never used
-        if meta.get("fingerprint") == fingerprint and out.get("path") == output:
-            out["path"] = Path(output).name  # relative to the .dvc file beside the folder
-            docs.append({"outs": [out], "meta": meta})
+        if meta.get("fingerprint") == fingerprint and out.get("path") == output and is_md5(out.get("md5")):
+            # Only the hash fields go into the .dvc file: an entry's other keys (cache: false,
+            # remote: ..., push: ...) would tell DVC how to treat the output.
+            kept = {key: out[key] for key in OUT_FIELDS if key in out}
+            docs.append({"outs": [kept | {"path": Path(output).name}], "meta": meta})
     return docs
+
+
+OUT_FIELDS = ("md5", "size", "nfiles", "hash")  # what a .dvc file's out takes from a run-cache entry
+
+
+def is_md5(value, suffix: str = ".dir") -> bool:
+    """A DVC md5 as it must look (a folder's ends in .dir): never a path."""
+    return (
+        isinstance(value, str)
+        and len(value) == 32 + len(suffix)
+        and value.endswith(suffix)
+        and all(c in "0123456789abcdef" for c in value[:32])
+    )
+
+
+def drop_entries(repo, fingerprint: dict) -> int:
+    """Remove the run-cache entries filed under a fingerprint (`doit forget --drop-cache`): that
+    build is never restored from them again. Returns how many there were."""
+    folder = _runs_dir(repo) / (key := _key(fingerprint))[:2] / key
+    found = [p for p in folder.glob("*") if p.is_file()] if folder.is_dir() else []
+    for path in found:
+        path.unlink()
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+    return len(found)
 
 
 MISSING = "not in the DVC cache (nor on the remote)"
 
 
+def _listing(repo, dir_md5: str) -> list:
+    return json.loads(Path(repo.cache.local.oid_to_path(dir_md5)).read_text())
+
+
+def manifest_problem(repo, dir_md5: str) -> str | None:
+    """Why a folder's manifest (from a remote, or named by a run-cache entry) must not be used, or
+    None. DVC joins each file's name to the folder and each object's hash to the cache folder as
+    they come, so every name must stay inside the folder and every hash be a hash."""
+    try:
+        listing = _listing(repo, dir_md5)
+    except (OSError, ValueError):
+        return "its manifest cannot be read"
+    if not isinstance(listing, list) or not all(isinstance(e, dict) for e in listing):
+        return "its manifest is not a list of files"
+    names = [e.get("relpath") for e in listing if unsafe_relpath(e.get("relpath"))]
+    if names:
+        return f"its manifest names the file {names[0]!r}, which leaves the folder: refused"
+    hashes = [e.get("md5") for e in listing if not is_md5(e.get("md5"), "")]
+    return f"its manifest names the object {hashes[0]!r}, which is no md5 hash: refused" if hashes else None
+
+
 def object_ids(repo, dir_md5: str) -> list:
     """The folder's manifest object and every file object it lists (DVC's transfer of a `.dir`
-    hash alone moves only the manifest)."""
+    hash alone moves only the manifest). Only for a manifest manifest_problem passed."""
     from dvc_data.hashfile.hash_info import HashInfo
 
-    listing = json.loads(Path(repo.cache.local.oid_to_path(dir_md5)).read_text())
-    return [HashInfo("md5", dir_md5), *(HashInfo("md5", item["md5"]) for item in listing)]
+    return [HashInfo("md5", dir_md5), *(HashInfo("md5", item["md5"]) for item in _listing(repo, dir_md5))]
 
 
-def fetch(repo, dir_md5: str) -> bool:
-    """Try to download a folder's objects from the default DVC remote into the local cache."""
-    from dvc_data.hashfile.hash_info import HashInfo
-
+def _pull(repo, ids: list) -> bool:
+    """Download objects from the default DVC remote into the local cache; False if any failed."""
     quiet = logging.getLogger("dvc")
     level, quiet.level = quiet.level, logging.CRITICAL  # DVC warns about each object the remote lacks
     try:
-        if repo.cloud.pull([HashInfo("md5", dir_md5)]).failed:
-            return False
-        return not repo.cloud.pull(object_ids(repo, dir_md5)).failed
+        return not repo.cloud.pull(ids).failed
     except Exception:  # noqa: BLE001  (no remote, unreachable, missing objects: the stage rebuilds)
         return False
     finally:
@@ -199,6 +263,20 @@ def cache_damage(repo, dir_md5: str) -> str | None:
     return None
 
 
+def usable(repo, dir_md5: str) -> str | None:
+    """Why a version cannot be checked out, or None once its objects are in the local cache,
+    intact. Its manifest is fetched (if missing) and checked before any object it names is
+    fetched, hashed or checked out."""
+    from dvc_data.hashfile.hash_info import HashInfo
+
+    if not repo.cache.local.exists(dir_md5) and not _pull(repo, [HashInfo("md5", dir_md5)]):
+        return MISSING
+    why = manifest_problem(repo, dir_md5) or cache_damage(repo, dir_md5)
+    if why == MISSING and _pull(repo, object_ids(repo, dir_md5)):
+        why = cache_damage(repo, dir_md5)
+    return why
+
+
 def restore(root: Path, dvc_file: Path, fingerprint: dict) -> tuple[dict | None, list[str]]:
     """Bring back a build of this stage made from exactly `fingerprint`: the version the .dvc file
     names (a git checkout, a fresh clone after `doit pull`, `doit forget`), else the newest run-cache
@@ -220,9 +298,7 @@ def restore(root: Path, dvc_file: Path, fingerprint: dict) -> tuple[dict | None,
             if md5 in tried:
                 continue
             tried.add(md5)
-            why = cache_damage(repo, md5)
-            if why == MISSING and fetch(repo, md5):
-                why = cache_damage(repo, md5)
+            why = usable(repo, md5)
             if why:
                 refused.append(f"version {md5[:8]} {why}")
                 continue

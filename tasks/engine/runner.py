@@ -11,12 +11,15 @@ import time
 from doit.exceptions import TaskFailed
 
 from tasks import ui
-from tasks.build import artifacts, protocol, store
-from tasks.build.fingerprint import fingerprint
-from tasks.build.uptodate import UpToDate, save_values
-from tasks.errors import StageError
+from tasks.engine import artifacts, protocol, store
+from tasks.engine.fingerprint import fingerprint
+from tasks.engine.uptodate import UpToDate, save_values
+from tasks.errors import ParamsError, StageError
 
 REMOTE_EXECUTOR = "tasks.azureml.job"  # runs a stage's run() on Azure ML compute (params jobs.executor)
+# `doit -a` (always): every step this run executes is recomputed, never restored from DVC's cache.
+# Set by the run command (tasks/cli/builtins.py) for its process.
+forced = False
 
 
 def _write_job(stage, step: str, plan, params, paths, fp: dict):
@@ -56,7 +59,7 @@ def _run_child(step: str, job, paths, env: dict) -> tuple[int, dict, bool]:
     """Run the child to its end; on Ctrl-C let it clean up first. Returns (rc, outcome, interrupted)."""
     with paths.log(step).open("w") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tasks.build.child", step, str(job)],
+            [sys.executable, "-m", "tasks.engine.child", step, str(job)],
             stdout=subprocess.PIPE,
             stderr=log_file,
             cwd=paths.root,
@@ -90,8 +93,8 @@ def _values(paths, stage: str, seconds: float, summary: dict, **extra) -> dict:
 def _restore(stage, step: str, task, paths, fp: dict) -> dict | None:
     """A stale stage whose exact fingerprint was built before comes back from DVC's cache."""
     check = next(u for u, *_ in task.uptodate if isinstance(u, UpToDate))
-    if check.reason is None:
-        return None  # up to date, yet asked to run: forced (`doit -a`), so recompute
+    if forced or check.reason is None:
+        return None  # forced (`doit -a`): a user who distrusts a build gets it recomputed
     # A restore killed half-way needs no cleanup: doit's record (content hash and file stats) then
     # disagrees with the .dvc file or the folder, so the next run restores again.
     started = time.perf_counter()
@@ -109,7 +112,7 @@ def _restore(stage, step: str, task, paths, fp: dict) -> dict | None:
     if doc is None:
         return None
     metrics = doc["meta"].get("metrics", {})
-    store.publish_records(paths, step, metrics, stage.tracked_copies)
+    store.publish_records(paths, step, doc["meta"], stage.tracked_copies)
     how = "checked out" if doc["changed"] else "verified in place"
     values = _values(paths, step, time.perf_counter() - started, metrics, restored=how)
     save_values(paths.root, task.name, values)
@@ -120,11 +123,14 @@ def run_stage(stage, step: str, plan, project, task):
     """doit action: restore the step from DVC's cache if it was built from the same inputs before,
     else build it in a child process; return values doit stores for the task. `plan` and `project`
     give the build's (Plan, Paths) and its validated (Params, Paths)."""
+    try:
+        params, paths = project()  # the params this run planned with; refused if the file changed since
+    except ParamsError as exc:
+        return TaskFailed(str(exc))
     fp = fingerprint(stage, step, *plan())
     restored = _restore(stage, step, task, plan()[1], fp)
     if restored:
         return restored
-    params, paths = project()
     job = _write_job(stage, step, plan()[0], params, paths, fp)
     log = paths.log(step)
     env = protocol.child_env(online=bool(stage.online and stage.online(params)))
