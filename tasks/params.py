@@ -205,8 +205,9 @@ class RegistryParams(Section):
 
 
 class JobsParams(Section):
-    """Stages run as Azure ML command jobs; not part of any fingerprint: where a stage runs does not
-    change what it builds (the job runs the same entry point)."""
+    """Stages run as Azure ML command jobs; not part of any fingerprint (the job runs the same entry
+    point), except that a stage's `device: auto` is then the named compute's device, not this
+    machine's (engine/plan.py)."""
 
     # Stage names are checked against the stage list where it lives (tasks/pipeline.py).
     executor: dict[str, Literal["local", "azureml"]] = Field(

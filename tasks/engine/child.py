@@ -75,19 +75,20 @@ def build_record(stage: str, out: Path, seconds: float, summary: dict, fingerpri
     }
 
 
-def _hold_to_planned_devices(fingerprint: dict) -> None:
+def _hold_to_planned_devices(fingerprint: dict, choices: dict) -> None:
     """Build on the devices the fingerprint says: a step planned for the CPU sees no GPU (auto then
-    resolves to cpu in the stage too); one planned for CUDA fails here if this process has none."""
+    resolves to cpu in the stage too); one whose `auto` was resolved to CUDA fails here if this
+    process has none. (An explicit `cuda` without one is the stage's own clear error.)"""
     from tasks.errors import StageError
 
     planned = {k: v for k, v in fingerprint.get("device", {}).items() if k != "dtype"}
     if planned and all(device == "cpu" for device in planned.values()):
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    elif "cuda" in planned.values():
+    elif any(choices.get(k) == "auto" and v == "cuda" for k, v in planned.items()):
         import torch
 
         if not torch.cuda.is_available():
-            raise StageError("the build planned this step for CUDA, but this process sees no CUDA device")
+            raise StageError("device auto was resolved to cuda when this run planned, but this process sees none")
 
 
 def main(step: str, job_file: str) -> int:
@@ -108,7 +109,7 @@ def main(step: str, job_file: str) -> int:
     try:
         artifacts.failpoint("start")
         if job["executor"] == job["module"]:  # run here, not as a remote job
-            _hold_to_planned_devices(job["fingerprint"])
+            _hold_to_planned_devices(job["fingerprint"], job.get("devices", {}))
         started = time.perf_counter()
         run = importlib.import_module(job["executor"]).run
         with artifacts.staging(out) as tmp:

@@ -35,6 +35,7 @@ def _write_job(stage, step: str, plan, params, paths, fp: dict):
             "adapters": list(paths.adapters),
             "tracked_copies": [list(pair) for pair in stage.tracked_copies],
             "fingerprint": fp,
+            "devices": plan.devices(step),  # the choices the fingerprint's devices were resolved from
             "params": params.model_dump(mode="json"),
         },
     )

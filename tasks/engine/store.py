@@ -269,8 +269,10 @@ def usable(repo, dir_md5: str) -> str | None:
     fetched, hashed or checked out."""
     from dvc_data.hashfile.hash_info import HashInfo
 
-    if not repo.cache.local.exists(dir_md5) and not _pull(repo, [HashInfo("md5", dir_md5)]):
-        return MISSING
+    if not repo.cache.local.exists(dir_md5):
+        _pull(repo, [HashInfo("md5", dir_md5)])  # DVC reports no failure for an object a remote lacks
+        if not repo.cache.local.exists(dir_md5):
+            return MISSING
     why = manifest_problem(repo, dir_md5) or cache_damage(repo, dir_md5)
     if why == MISSING and _pull(repo, object_ids(repo, dir_md5)):
         why = cache_damage(repo, dir_md5)

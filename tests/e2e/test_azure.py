@@ -168,7 +168,8 @@ def test_no_secret_in_any_record_log_or_tag(built_copy, tmp_path):
     _use_asset(built_copy, "azureml://registries/azureml/models/phi-lab/versions/3")
     _remote(built_copy, "finetune")
     run = doit(built_copy, env=azure_env(state))
-    assert run.returncode == 0 and run.ran == ["base", "register"], run.output
+    # finetune's `device: auto` now resolves on the compute the job names, not on this machine
+    assert run.returncode == 0 and run.ran == ["base", "finetune:travel", "register"], run.output
     run = doit(built_copy, "-s", "-a", "finetune", env=azure_env(state))
     assert run.returncode == 0 and run.ran == ["finetune:travel"], run.output
     log = service(state)[1]

@@ -222,8 +222,9 @@ def test_params_edited_while_a_run_waits_are_refused_not_built_under_the_old_fin
     edit_params(built_copy, "seed: 42", "seed: 43")  # what the waiting run plans with
     lock = RunLock(built_copy / ".doit.lock")
     lock.acquire(wait=False)
-    info = doit(built_copy, "info", "data:travel")  # it writes doit's record: the lock covers it
-    assert info.returncode == 3 and "another doit run is building in this checkout" in info.output
+    for command in (["info", "data:travel"], ["list", "--status"]):  # they write doit's record: locked too
+        refused = doit(built_copy, *command)
+        assert refused.returncode == 3 and "another doit run is building in this checkout" in refused.output
     waiting = _waiting_doit(built_copy, "data:travel")
     edit_params(built_copy, "seed: 43", "seed: 44")  # edited while it waits
     lock.release()

@@ -299,3 +299,20 @@ def test_a_job_file_keeps_the_params_order(tmp_path):
     params = {"adapters": {"travel": {"data": "a"}, "support": {"data": "b"}}}
     job = protocol.read_job(protocol.write_job(tmp_path / "job.json", {"params": params}))
     assert list(job["params"]["adapters"]) == ["travel", "support"]
+
+
+# Folder names that common tools take for generated output: GitHub's Python .gitignore template
+# (unanchored, so they match at any depth) and pytest's default norecursedirs.
+GENERATED = ["build", "dist", "downloads", "eggs", ".eggs", "lib", "lib64", "parts", "sdist", "var", "wheels",
+             "*.egg-info", "env", "venv", "ENV", "htmlcov", "instance", "target", "*.egg", ".*", "_darcs", "CVS",
+             "node_modules", "{arch}"]  # fmt: skip
+
+
+def test_no_folder_of_the_code_looks_like_generated_output():
+    """The engine lived in tasks/build/, which an unanchored `build/` in a .gitignore hides from git,
+    pytest skips and code-structure tools leave out."""
+    import fnmatch
+
+    root = Path(__file__).resolve().parents[2]
+    folders = [p.name for p in (root / "tasks").rglob("*") if p.is_dir() and p.name != "__pycache__"]
+    assert folders and not [f for f in folders if any(fnmatch.fnmatchcase(f, g) for g in GENERATED)]
