@@ -82,36 +82,36 @@ def code_of(root: Path, module: str) -> dict[str, str]:
     return scan(root, module)[0]
 
 
-def _distributions(modules: list[str]) -> list[str]:
-    """The installed distributions that provide these modules (`import onnxruntime_genai`:
-    onnxruntime-genai or -cuda); a namespace shared by several (`azure`) is narrowed to the ones
-    holding the dotted module. A module nothing provides is kept by name, as not installed."""
+def _distributions(modules: list[str]) -> dict[str, str]:
+    """{distribution: version} of those that provide these modules (`import onnxruntime_genai`:
+    onnxruntime-genai or -cuda); a namespace several share (`azure`) is narrowed to the ones that
+    hold the module. A module nothing provides counts as `module <name>: absent`."""
     from importlib import metadata
 
     by_top = metadata.packages_distributions()
-    files = {}  # distribution: its files' paths, read only for a shared namespace
-    found = set()
+    found, missing = set(), set()
     for module in modules:
-        dists = by_top.get(module.split(".")[0], [])
-        parts = module.split(".")
-        while len(dists) > 1 and len(parts) > 1:  # the longest dotted prefix that some of them hold
-            prefix = "/".join(parts)
-            holders = [d for d in dists if _holds(files.setdefault(d, _files(d)), prefix)]
-            dists, parts = holders or dists, parts if holders else parts[:-1]
-            if holders:
-                break
-        found.update(dists or [f"module {module.split('.')[0]}"])
-    return sorted(found)
+        top = module.split(".")[0]
+        dists = by_top.get(top, [])
+        if len(dists) > 1:
+            dists = _holders(dists, module.split(".")) or dists
+        found.update(dists)
+        missing.update([] if dists else [f"module {top}"])
+    return _versions(sorted(found)) | dict.fromkeys(sorted(missing), "absent")
 
 
-def _files(dist: str) -> list[str]:
+def _holders(dists: list[str], parts: list[str]) -> list[str]:
+    """Of the distributions sharing a namespace, those holding the longest dotted prefix of the
+    module that any of them holds (`azure.ai.ml.MLClient`: azure-ai-ml)."""
     from importlib import metadata
 
-    return [str(f) for f in metadata.files(dist) or []]
-
-
-def _holds(files: list[str], prefix: str) -> bool:
-    return any(f.startswith(prefix + "/") or f == prefix + ".py" for f in files)
+    files = {d: [str(f) for f in metadata.files(d) or []] for d in dists}
+    for n in range(len(parts), 1, -1):
+        prefix = "/".join(parts[:n])
+        holders = [d for d in dists if any(f.startswith(prefix + "/") or f == prefix + ".py" for f in files[d])]
+        if holders:
+            return holders
+    return []
 
 
 def libraries(root: Path, modules: list[str], named: tuple[str, ...]) -> dict[str, str]:
@@ -119,13 +119,7 @@ def libraries(root: Path, modules: list[str], named: tuple[str, ...]) -> dict[st
     used without an import; reading package metadata costs ~1 ms each and finding who provides a
     module ~0.2 s in all: memoized until something is installed or removed."""
     key = ",".join([*modules, "|", *named])
-
-    def compute():
-        dists = _distributions(modules)
-        return _versions(sorted({d for d in [*dists, *named] if not d.startswith("module ")})) | {
-            d: "absent" for d in dists if d.startswith("module ")
-        }
-
+    compute = lambda: dict(sorted((_distributions(modules) | _versions(sorted(named))).items()))  # noqa: E731
     stamp = [site_stamp(), file_stamp(Path(__file__))]  # installs, or this mapping's own code, change it
     return memo_for(root).get("libraries", key, stamp, compute)
 

@@ -176,7 +176,8 @@ STOPS = {
 }
 
 
-@pytest.mark.parametrize("stop", list(STOPS) if FULL else list(STOPS)[:2])
+# The default run: Ctrl-C (SIGTERM takes the same handler: tasks/engine/protocol.py; `make faults`: all three).
+@pytest.mark.parametrize("stop", list(STOPS) if FULL else list(STOPS)[:1])
 def test_ctrl_c_or_sigterm_stops_the_stage_and_removes_its_partial_output(project, stop):
     before = (project / "models/tiny/awq.dvc").read_text()
     edit_params(project, *STALE["quantize"])
