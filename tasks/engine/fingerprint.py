@@ -11,6 +11,7 @@ the distribution installed for it, plus what the stage names as used without an 
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import os
 import sys
@@ -103,15 +104,20 @@ def _distributions(modules: list[str]) -> dict[str, str]:
 def _holders(dists: list[str], parts: list[str]) -> list[str]:
     """Of the distributions sharing a namespace, those holding the longest dotted prefix of the
     module that any of them holds (`azure.ai.ml.MLClient`: azure-ai-ml)."""
-    from importlib import metadata
-
-    files = {d: [str(f) for f in metadata.files(d) or []] for d in dists}
     for n in range(len(parts), 1, -1):
         prefix = "/".join(parts[:n])
-        holders = [d for d in dists if any(f.startswith(prefix + "/") or f == prefix + ".py" for f in files[d])]
+        holders = [d for d in dists if any(f.startswith(prefix + "/") or f == prefix + ".py" for f in _files(d))]
         if holders:
             return holders
     return []
+
+
+@functools.cache
+def _files(dist: str) -> tuple[str, ...]:
+    """A distribution's file list (its RECORD), read once however many modules ask."""
+    from importlib import metadata
+
+    return tuple(str(f) for f in metadata.files(dist) or [])
 
 
 def libraries(root: Path, modules: list[str], named: tuple[str, ...]) -> dict[str, str]:
