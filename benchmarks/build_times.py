@@ -154,6 +154,11 @@ def main() -> None:
         "rewrite_fullsize_s": round(recompute_full, 2),  # stand-in stages: writing the bytes, no compute
         "restore_fullsize_s": round(restore_full, 2),
     }
+    append_result(result)
+
+
+def append_result(result: dict) -> None:
+    """Add a run's figures to benchmarks/results.jsonl (BENCHMARKS.md quotes them) and print them."""
     with (ROOT / "benchmarks" / "results.jsonl").open("a") as f:
         f.write(json.dumps(result) + "\n")
     for key, value in result.items():

@@ -1,20 +1,18 @@
-"""params.yaml: one pydantic model per stage, read and validated here and nowhere else."""
+"""params.yaml's schema: one pydantic model per stage (read by tasks/params_file.py, nowhere else)."""
 
 from __future__ import annotations
 
 import difflib
 import re
-from pathlib import Path
-from typing import Any, Literal, Optional, Union, get_args, get_origin
+from typing import Any, Literal, Optional, Union
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tasks.errors import ParamsError  # noqa: F401  (raised here; importable from here as before)
 
 # The linear layers a LoRA branch can be grafted on in the ONNX graph (tasks/ml/lora_graph.py TARGETS).
 LORA_MODULES = ["down_proj", "gate_proj", "gate_up_proj", "k_proj", "o_proj", "q_proj", "qkv_proj", "up_proj", "v_proj"]
-RESERVED_NAMES = ("metrics", "plots", "registry")  # folders under models/ beside the builds
+RESERVED_NAMES = ("metrics", "plots", "registry", "experiments")  # folders under models/ beside the builds
 LAB_TEMPLATE = "<|user|>\n{prompt}<|end|>\n<|assistant|>\n{response}<|end|>"
 Device = Literal["auto", "cpu", "cuda"]
 # A registry model (versions/<v> or labels/latest) or a workspace model (azureml:<name>:<v>, azureml:<name>@latest).
@@ -281,6 +279,12 @@ class Params(Section):
     azure: AzureParams = AzureParams()
     registry: RegistryParams = RegistryParams()
     jobs: JobsParams = JobsParams()
+    gates: dict[str, str] = Field(
+        {},
+        description="name -> a condition on evaluate's figures every build must meet, e.g. "
+        "awq_cost: 'ppl_awq <= 1.10 * ppl_base' (docs/experiments.md); a plain doit fails after evaluate "
+        "naming the gate and the figures.",
+    )
 
     @field_validator("name")
     @classmethod
@@ -300,6 +304,15 @@ class Params(Section):
         bad = [name for name in v if not re.fullmatch(ADAPTER_NAME, name)]
         if bad:
             raise ValueError(f"adapter name {bad[0]!r}: letters, digits, _ and - only (it names tasks and folders)")
+        return v
+
+    @field_validator("gates")
+    @classmethod
+    def _gate_names(cls, v: dict) -> dict:
+        # Each expression is checked where the figures are known (tasks/quality/gates.py, by pipeline).
+        bad = [name for name in v if not re.fullmatch(r"^[A-Za-z_][A-Za-z0-9_]*$", name)]
+        if bad:
+            raise ValueError(f"gate name {bad[0]!r}: letters, digits and _ only")
         return v
 
     @property
@@ -324,48 +337,3 @@ class Params(Section):
         """AWQ's calibration data files (default: the first adapter's)."""
         chosen = self.quantize.calibration or next(iter(self.adapters.values())).data
         return [chosen] if isinstance(chosen, str) else list(chosen)
-
-
-def _suggest(error: dict, model: type[BaseModel]) -> str:
-    """For an unknown key, the closest valid key of the same section."""
-    fields = model
-    for part in error["loc"][:-1]:
-        if isinstance(fields, type) and issubclass(fields, BaseModel):
-            info = fields.model_fields.get(str(part))
-            fields = info.annotation if info else None
-        else:  # a mapping's key (adapters.<name>): its values' model
-            fields = get_args(fields)[1] if get_origin(fields) is dict else None
-    if not (isinstance(fields, type) and issubclass(fields, BaseModel)):
-        return ""
-    close = difflib.get_close_matches(str(error["loc"][-1]), list(fields.model_fields), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-def format_errors(path: Path, exc: ValidationError) -> str:
-    lines = [f"{path}: invalid params"]
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        if err["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key{_suggest(err, Params)}")
-        else:
-            lines.append(f"  {key}: {err['msg']}")
-    return "\n".join(lines)
-
-
-def load_params(path: Path, content: bytes | None = None) -> Params:
-    """Read and validate params.yaml (or `content`, its bytes as already read); raise ParamsError
-    naming the file and every bad key."""
-    try:
-        raw = yaml.safe_load((path.read_bytes() if content is None else content).decode("utf-8")) or {}
-    except FileNotFoundError:
-        raise ParamsError(f"{path}: not found") from None
-    except UnicodeDecodeError as exc:
-        raise ParamsError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
-    except yaml.YAMLError as exc:
-        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ParamsError(f"{path}: expected a mapping of sections at the top level")
-    try:
-        return Params.model_validate(raw)
-    except ValidationError as exc:
-        raise ParamsError(format_errors(path, exc)) from None

@@ -64,6 +64,10 @@ class Paths:
     outputs: dict[str, str] = field(default_factory=dict, hash=False)
     adapters: tuple[str, ...] = ()  # the build's adapters, in params order
     adapter: str | None = None  # the adapter whose stage is running, if any
+    # step: folder relative to the root, in place of its stage's (an experiment's trial builds a
+    # step the workspace does not hold in a folder of its own: tasks/experiments/)
+    folders: dict[str, str] = field(default_factory=dict, hash=False)
+    log_folder: str = "logs"  # relative to the root
 
     def for_adapter(self, adapter: str | None) -> "Paths":
         return replace(self, adapter=adapter)
@@ -76,9 +80,12 @@ class Paths:
         return [step_name(stage, a) for a in self.adapters] if is_per_adapter(self.outputs[stage]) else [stage]
 
     def _adapter_of(self, step: str) -> tuple[str, str | None]:
+        """(stage, adapter): the adapter named, or this Paths' for a stage built per adapter."""
         stage, adapter = split_step(step)
+        if not is_per_adapter(self.outputs[stage]):
+            return stage, None
         adapter = adapter or self.adapter
-        if is_per_adapter(self.outputs[stage]) and not adapter:
+        if not adapter:
             raise ValueError(f"{stage} is built per adapter: name one ({stage}:<adapter>)")
         return stage, adapter
 
@@ -88,10 +95,17 @@ class Paths:
 
     @property
     def logs(self) -> Path:
-        return self.root / "logs"
+        return self.root / self.log_folder
 
     def output(self, step: str) -> Path:
         """The folder a step writes (each one DVC-tracked as a whole)."""
+        stage, adapter = self._adapter_of(step)
+        placed = self.folders.get(step_name(stage, adapter))
+        return self.root / placed if placed else self.canonical(step)
+
+    def canonical(self, step: str) -> Path:
+        """The step's folder in the workspace, wherever this Paths places it: the run-cache files
+        its builds under this name, so a build made in a trial's folder restores into the workspace."""
         stage, adapter = self._adapter_of(step)
         return self.root / self.outputs[stage].format(name=self.name, adapter=adapter)
 

@@ -44,6 +44,16 @@ def _check_stage_names(params, path) -> None:
             raise ParamsError(f"{path}: jobs.executor.{name}: no such stage{hint}; stages: {', '.join(BY_NAME)}")
 
 
+def _check_gates(params, path) -> None:
+    """Every gate must parse and name known figures."""
+    from tasks.quality.gates import compile_gates
+
+    try:
+        compile_gates(params.gates)
+    except ParamsError as exc:
+        raise ParamsError(f"{path}: {exc}") from None
+
+
 @functools.cache
 def _params_bytes(path: Path) -> bytes | None:
     """The params file as this process first read it: the plan, every fingerprint and every stage
@@ -72,12 +82,13 @@ def params_unchanged(root: Path) -> None:
 @functools.cache
 def project(root: Path | None = None):
     """(Params, Paths) of the project you stand in, read and validated once per process."""
-    from tasks.params import load_params  # pydantic: only where params are read, not on a no-op
+    from tasks.params_file import load_params  # pydantic: only where params are read, not on a no-op
 
     root = root or find_root()
     path = _params_file(root)
     params = load_params(path, _params_bytes(path))
     _check_stage_names(params, path)
+    _check_gates(params, path)
     paths = Paths(root, params.name, OUTPUTS, tuple(params.adapter_names))
     files = [(f"adapters.{name}.data", own.data) for name, own in params.adapters.items()]
     files += [("quantize.calibration", rel) for rel in params.calibration_files()]
@@ -101,7 +112,8 @@ def _plan_stamp(path: Path) -> list | None:
     text = _params_bytes(path)
     if text is None:
         return None
-    code = [HERE / "params.py", HERE / "pipeline.py", *sorted((HERE / "stages").glob("*.py"))]
+    code = [HERE / "params.py", HERE / "params_file.py", HERE / "pipeline.py"]
+    code += sorted((HERE / "stages").glob("*.py"))
     code += sorted((HERE / "engine").glob("*.py"))
     files = [[p.name, *file_stamp(p)] for p in code]
     return [hashlib.sha256(text).hexdigest(), files, site_stamp()]
@@ -156,6 +168,34 @@ def make_tasks(stage):
         yield {"basename": stage.name, "name": split_step(step)[1], **_step_task(stage, step, found, paths)}
 
 
+def _gates_failed(found: Plan, paths: Paths):
+    from tasks.quality.gates import check
+
+    why = check(found.gates, paths)
+    return TaskFailed(why) if why else None
+
+
+def _gates_task():
+    """`doit gates`: params' quality gates on the figures evaluate published (checked again whenever
+    those or the gates change; a failure fails every run until fixed)."""
+    from doit.tools import config_changed
+
+    try:
+        found, paths = plan()
+    except ParamsError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    steps = [step for step in found.stages if split_step(step)[0] == "evaluate"]
+    yield {
+        "basename": "gates",
+        "doc": "Check params' quality gates on evaluate's figures (a plain `doit` ends with it)",
+        "actions": [(_gates_failed, [found, paths])],
+        "task_dep": steps,
+        "file_dep": [str(paths.metrics(s)) for s in steps],
+        "uptodate": [config_changed(found.gates)],
+        "verbosity": 2,
+    }
+
+
 def default_tasks() -> list[str]:
     """What a plain `doit` builds: every stage whose own rule says so (register needs azure.*).
     With bad params, every stage: the first one then reports the params error."""
@@ -175,4 +215,9 @@ def _creator(stage):
 
 def doit_task_creators() -> dict:
     """{`task_<stage>`: creator} for dodo.py, in build order."""
-    return {f"task_{stage.name}": _creator(stage) for stage in STAGES}
+    creators = {f"task_{stage.name}": _creator(stage) for stage in STAGES}
+    try:
+        gates = plan()[0].gates
+    except ParamsError:
+        gates = {}  # the first stage reports the params error
+    return creators | ({"task_gates": _gates_task} if gates else {})

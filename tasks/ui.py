@@ -21,9 +21,10 @@ def human_size(n: float) -> str:
 
 
 class StageProgress:
-    """Progress bars (one per named loop) while a stage's child runs; they vanish when it ends."""
+    """Progress bars (one per named loop) while a stage's child runs; they vanish when it ends.
+    Quiet: none (rich draws one live display at a time; steps of several trials run at once)."""
 
-    def __init__(self, stage: str):
+    def __init__(self, stage: str, quiet: bool = False):
         # Imported here: a no-op build draws no progress (rich.progress is a tenth of its start-up).
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -37,20 +38,27 @@ class StageProgress:
             transient=True,
         )
         self.bars: dict[str, int] = {}
+        self.quiet = quiet
 
     def __enter__(self):
-        self.progress.start()
+        if not self.quiet:
+            self.progress.start()
         return self
 
     def __exit__(self, *exc):
-        self.progress.stop()
+        if not self.quiet:
+            self.progress.stop()
 
     def update(self, bar: str, done: int, total: int | None) -> None:
+        if self.quiet:
+            return
         if bar not in self.bars:
             self.bars[bar] = self.progress.add_task(bar, total=total)
         self.progress.update(self.bars[bar], completed=done, total=total)
 
     def table(self, title: str, columns: list[str], rows: list[list[str]]) -> None:
+        if self.quiet:
+            return
         table = Table(title=title, title_justify="left", show_lines=False, expand=False)
         for col in columns:
             table.add_column(col, overflow="fold")

@@ -13,20 +13,20 @@
 
 from __future__ import annotations
 
-import json
+import json as jsonlib  # `json` is an option's name below
 
 from doit.cmd_forget import Forget as DoitForget
 from doit.cmd_info import Info as DoitInfo
 from doit.cmd_list import List as DoitList
 from doit.cmd_run import Run as DoitRun
 
+from tasks.cli.guard import locked
+from tasks.cli.status import json_option, step_state
 from tasks.engine import runner, store
 from tasks.engine.artifacts import read_yaml, remove_adapters, sweep_leftovers
 from tasks.engine.fingerprint import fingerprint
-from tasks.engine.runlock import BuildRunning, hold
 from tasks.engine.uptodate import UpToDate
 from tasks.errors import ParamsError
-from tasks.paths import find_root
 from tasks.pipeline import BY_NAME, STAGES, plan
 from tasks.ui import console
 
@@ -34,16 +34,6 @@ PARALLEL = (
     "stages cannot run in parallel (doit -n): they share one DVC repository and doit's record; "
     "run doit without -n (each stage already uses every core)"
 )
-
-
-def locked() -> int | None:
-    """Take the run lock for this process; an exit code (3) if another run holds it."""
-    try:
-        hold(find_root())
-    except BuildRunning as exc:
-        console.print(f"[bold red]error:[/] {exc}")
-        return 3
-    return None
 
 
 class Run(DoitRun):
@@ -131,7 +121,7 @@ def _drop_run_cache(names: list[str]) -> None:
         for step in steps:
             recorded = ((read_yaml(paths.dvc_file(step)) or {}).get("meta") or {}).get("fingerprint")
             current = fingerprint(BY_NAME[step.split(":")[0]], step, found, paths)
-            unique = {json.dumps(fp, sort_keys=True): fp for fp in (recorded, current) if fp}
+            unique = {jsonlib.dumps(fp, sort_keys=True): fp for fp in (recorded, current) if fp}
             dropped = sum(store.drop_entries(repo, fp) for fp in unique.values())
             console.print(f"{step}: dropped {dropped} run-cache entr{'y' if dropped == 1 else 'ies'}")
 
@@ -154,29 +144,39 @@ class List(DoitList):
         return super()._execute(subtasks, quiet, status, private, list_deps, template, sort, pos_args)
 
 
+def _steps_named(name: str, tasks: dict) -> list[str]:
+    """A step, or every adapter's step of a stage built per adapter (`finetune`)."""
+    return [name] if name in tasks and tasks[name].actions else [t for t in tasks if t.startswith(f"{name}:")]
+
+
 class Info(DoitInfo):
-    def _execute(self, pos_args, hide_status=False):
+    cmd_options = (*DoitInfo.cmd_options, json_option("each step's state"))
+
+    def _execute(self, pos_args, hide_status=False, json=False):  # noqa: A002  (doit passes options by name)
         refused = locked() if not hide_status else None
         if refused:
             return refused
         tasks = {task.name: task for task in self.task_list}
-        for name in pos_args if not hide_status else []:
-            # A stage built per adapter (`doit info finetune`): a line for each adapter's step.
-            for step in (
-                [name] if name in tasks and tasks[name].actions else [t for t in tasks if t.startswith(f"{name}:")]
-            ):
-                self._status_line(step, tasks)
+        # A stage built per adapter (`doit info finetune`): a line for each adapter's step.
+        steps = [step for name in (pos_args if not hide_status else []) for step in _steps_named(name, tasks)]
+        if json:
+            found = []
+            for step in steps:
+                state, why = step_state(tasks[step], tasks, self.dep_manager)
+                found.append({"step": step, "state": state, "why": why, "caveats": plan()[0].caveats(step)})
+            self.outstream.write(jsonlib.dumps(found, indent=2) + "\n")
+            return 0
+        for step in steps:
+            self._status_line(step, tasks)
         return super()._execute(pos_args, hide_status=hide_status)
 
     def _status_line(self, name: str, tasks: dict) -> None:
-        task = tasks[name]
-        check = next((u for u, *_ in task.uptodate if isinstance(u, UpToDate)), None)
-        if check is None:
+        if not any(isinstance(u, UpToDate) for u, *_ in tasks[name].uptodate):
             return
-        status = self.dep_manager.get_status(task, tasks, get_log=True).status
-        if status == "up-to-date":
+        state, why = step_state(tasks[name], tasks, self.dep_manager)
+        if state == "up to date":
             self.outstream.write(f"{name}: up to date (its inputs, code and output are as built)\n")
         else:
-            self.outstream.write(f"{name}: stale: {check.reason}\n")
+            self.outstream.write(f"{name}: stale: {why}\n")
         for caveat in plan()[0].caveats(name):
             self.outstream.write(f"{name}: note: {caveat}\n")

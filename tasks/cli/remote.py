@@ -10,8 +10,8 @@ from __future__ import annotations
 from doit.cmd_base import Command
 
 from tasks import ui
+from tasks.cli.guard import locked
 from tasks.engine import artifacts, store
-from tasks.cli.builtins import locked
 from tasks.pipeline import plan
 
 REMOTE_OPTION = {

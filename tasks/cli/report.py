@@ -20,24 +20,13 @@ from doit.cmd_base import Command
 from rich.table import Table
 
 from tasks import ui
+from tasks.cli.page import figure, fmt, html_table, save
+from tasks.cli.sweep_report import sweep_section
 from tasks.cli.versions import file_at
 from tasks.paths import split_step, step_name
 from tasks.pipeline import plan
-
-VARIANTS = {
-    "base": "base",
-    "rtn": "round-to-nearest int4",
-    "awq": "AWQ int4",
-    "awq_adapter": "AWQ + adapter",
-    "onnx_adapter": "ONNX + adapter",
-}
-KEY_METRIC = {
-    "data": "train",
-    "finetune": "last_loss",
-    "smoke": "tokens_per_second",
-    "register": "version",
-    "evaluate": "perplexity_onnx_adapter",
-}
+from tasks.quality.gates import adapter_values
+from tasks.quality.names import KEY_METRICS, VARIANTS
 
 
 def metrics_at(paths, rev: str | None) -> dict[str, dict]:
@@ -78,56 +67,33 @@ def changes(now: dict, then: dict) -> list[tuple[str, object, object]]:
     return rows
 
 
-def _fmt(value) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
 # ---- plots ---------------------------------------------------------------------------------------
-
-
-def _figure():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.4), dpi=110)
-    return plt, fig, ax
-
-
-def _save(plt, fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, format="png")
-    plt.close(fig)
-    return path
 
 
 def plot_training_loss(csv_path: Path, out: Path, adapter: str) -> Path | None:
     if not csv_path.is_file():
         return None
     rows = list(csv.DictReader(csv_path.open()))
-    plt, fig, ax = _figure()
+    plt, fig, ax = figure()
     ax.plot([int(r["step"]) for r in rows], [float(r["loss"]) for r in rows], color="tab:blue")
     ax.set(title=f"training loss (LoRA {adapter})", xlabel="step", ylabel="loss")
     ax.grid(alpha=0.3)
-    return _save(plt, fig, out / f"training_loss_{adapter}.png")
+    return save(plt, fig, out / f"training_loss_{adapter}.png")
 
 
 def plot_bars(title: str, ylabel: str, bars: dict[str, float], out: Path, name: str, log: bool = False) -> Path | None:
     bars = {k: v for k, v in bars.items() if v is not None}
     if not bars:
         return None
-    plt, fig, ax = _figure()
+    plt, fig, ax = figure()
     drawn = ax.bar(
         list(bars), list(bars.values()), color=["tab:gray", "tab:orange", "tab:green", "tab:blue"][: len(bars)]
     )
-    ax.bar_label(drawn, labels=[_fmt(v) for v in bars.values()], fontsize=8)
+    ax.bar_label(drawn, labels=[fmt(v) for v in bars.values()], fontsize=8)
     ax.set(title=title, ylabel=ylabel)
     if log:
         ax.set_yscale("log")
-    return _save(plt, fig, out / name)
+    return save(plt, fig, out / name)
 
 
 def plots(paths, now: dict, out: Path, adapter: str) -> list[Path]:
@@ -163,12 +129,6 @@ def plots(paths, now: dict, out: Path, adapter: str) -> list[Path]:
 # ---- the page ------------------------------------------------------------------------------------
 
 
-def _table(header: list[str], rows: list[list]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
 ANSWER_COLUMNS = ["question", "answer (adapter)", "answer (no adapter)"]
 
 
@@ -189,8 +149,9 @@ def _answers(paths, stage: str) -> list[list]:
 
 
 def _key_metric(step: str, metrics: dict) -> str:
-    key = KEY_METRIC.get(split_step(step)[0])
-    return f"{key} {_fmt(metrics.get(key))}" if key else ""
+    # The stage's first key figure other than its size and time (the table has columns for those).
+    key = next((k for k in KEY_METRICS.get(split_step(step)[0], ()) if k not in ("bytes", "seconds")), None)
+    return f"{key} {fmt(metrics.get(key))}" if key else ""
 
 
 def adapter_section(paths, adapter: str, now: dict, then: dict, against: str | None, images: list[Path]) -> str:
@@ -204,15 +165,15 @@ def adapter_section(paths, adapter: str, now: dict, then: dict, against: str | N
     pictures = "".join(
         f'<img alt="{p.stem}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">' for p in images
     )
-    ttft = _fmt(ev.get("ttft_ms_adapter")), _fmt(ev.get("ttft_ms_no_adapter"))
+    ttft = fmt(ev.get("ttft_ms_adapter")), fmt(ev.get("ttft_ms_no_adapter"))
     name = html.escape(adapter)
-    return f"""<h2>Adapter {name}: evaluation ({_fmt(ev.get("examples"))} eval examples)</h2>
-{_table(["model", "loss", "perplexity", f"perplexity at {against or '-'}"], eval_rows)}
-<p>compression: base / AWQ {_fmt(ev.get("compression_awq"))}x, base / ONNX {_fmt(ev.get("compression_onnx"))}x;
+    return f"""<h2>Adapter {name}: evaluation ({fmt(ev.get("examples"))} eval examples)</h2>
+{html_table(["model", "loss", "perplexity", f"perplexity at {against or '-'}"], eval_rows)}
+<p>compression: base / AWQ {fmt(ev.get("compression_awq"))}x, base / ONNX {fmt(ev.get("compression_onnx"))}x;
 time to first token {ttft[0]} ms with the adapter, {ttft[1]} ms without</p>
 {pictures}
-<h3>Smoke answers ({name})</h3>{_table(ANSWER_COLUMNS, _answers(paths, step_name("smoke", adapter)))}
-<h3>Held-out questions ({name}, eval split)</h3>{_table(ANSWER_COLUMNS, _answers(paths, step))}
+<h3>Smoke answers ({name})</h3>{html_table(ANSWER_COLUMNS, _answers(paths, step_name("smoke", adapter)))}
+<h3>Held-out questions ({name}, eval split)</h3>{html_table(ANSWER_COLUMNS, _answers(paths, step))}
 """
 
 
@@ -222,7 +183,7 @@ def render(paths, now: dict, then: dict, against: str | None, sections: list[str
         for s, m in now.items()
     ]
     compared = (
-        f"<h2>Changed since {html.escape(against)}</h2>" + _table(["metric", against, "now"], changes(now, then))
+        f"<h2>Changed since {html.escape(against)}</h2>" + html_table(["metric", against, "now"], changes(now, then))
         if against
         else "<h2>Changed</h2><p>No earlier build in git history to compare with.</p>"
     )
@@ -230,9 +191,9 @@ def render(paths, now: dict, then: dict, against: str | None, sections: list[str
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>Build report: {html.escape(paths.name)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}} table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}} img{{max-width:49%}}</style></head><body>
+td,th{{border:1px solid #ccc;padding:3px 6px;text-align:left;font-size:13px}} img{{max-width:49%}}</style></head><body>
 <h1>Build report: {html.escape(paths.name)}</h1><p>{stamp}; compared with {html.escape(against or "nothing")}</p>
-<h2>Stages</h2>{_table(["stage", "seconds", "size", "key metric"], stage_rows)}
+<h2>Stages</h2>{html_table(["stage", "seconds", "size", "key metric"], stage_rows)}
 {"".join(sections)}
 {compared}
 </body></html>
@@ -248,6 +209,7 @@ def write_report(paths, against: str | None = None) -> Path:
     out = paths.models / "report"
     out.mkdir(parents=True, exist_ok=True)
     sections = [adapter_section(paths, a, now, then, against, plots(paths, now, out, a)) for a in paths.adapters]
+    sections.append(sweep_section(paths, {a: adapter_values(paths, a) for a in paths.adapters}, plan()[0].gates, out))
     page = out / "index.html"
     page.write_text(render(paths, now, then, against, sections), encoding="utf-8")
     return page
@@ -300,14 +262,14 @@ def summary_table(paths, status: dict[str, str]) -> Table | None:
 def _eval_line(adapter: str, ev: dict) -> str:
     """One adapter's eval perplexity through the stages, what finetuning bought, its decode speed."""
     ppl = " → ".join(
-        f"{label} {_fmt(ev.get(f'perplexity_{v}'))}"
-        + (f" (round-to-nearest {_fmt(ev.get('perplexity_rtn'))})" if v == "awq" else "")
+        f"{label} {fmt(ev.get(f'perplexity_{v}'))}"
+        + (f" (round-to-nearest {fmt(ev.get('perplexity_rtn'))})" if v == "awq" else "")
         for v, label in VARIANTS.items()
         if v != "rtn"  # not a step of the build: the baseline AWQ is measured against
     )
     before, after = ev.get("perplexity_awq"), ev.get("perplexity_awq_adapter")
     bought = f"; finetuning: {100 * (after / before - 1):+.0f} % perplexity" if before and after else ""
     return (
-        f"{adapter}: eval perplexity: {ppl}{bought}; decode {_fmt(ev.get('tokens_per_second_adapter'))} tok/s "
-        f"with adapter, {_fmt(ev.get('tokens_per_second_no_adapter'))} without"
+        f"{adapter}: eval perplexity: {ppl}{bought}; decode {fmt(ev.get('tokens_per_second_adapter'))} tok/s "
+        f"with adapter, {fmt(ev.get('tokens_per_second_no_adapter'))} without"
     )

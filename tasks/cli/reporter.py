@@ -10,6 +10,17 @@ from tasks.pipeline import plan
 from tasks.ui import console, human_size
 
 
+def _why_it_runs(task) -> str | None:
+    """What made the step stale (its up-to-date check's reason), or that `-a` forces it."""
+    from tasks.engine import runner
+    from tasks.engine.uptodate import UpToDate
+
+    if runner.forced:
+        return "forced (doit -a): recomputed, never restored"
+    check = next((u for u, *_ in task.uptodate if isinstance(u, UpToDate)), None)
+    return check.reason if check and check.reason != "not checked yet" else None
+
+
 class Reporter(ConsoleReporter):
     """doit reporter: each stage's start, end, time and output size; failures with their log."""
 
@@ -25,7 +36,9 @@ class Reporter(ConsoleReporter):
         if not task.actions:
             return  # a stage's group task (`doit finetune`): its adapters' steps report themselves
         self.started[task.name] = time.perf_counter()
-        console.print(f"[bold cyan]▶ {task.name}[/] [dim]{task.doc or ''}[/]")
+        why = _why_it_runs(task)
+        reason = f"\n  [yellow]{why}[/]" if why else ""
+        console.print(f"[bold cyan]▶ {task.name}[/] [dim]{task.doc or ''}[/]{reason}")
 
     def add_success(self, task):
         if not task.actions:

@@ -7,6 +7,7 @@ The history is the git log of each step's `.dvc` file (a stage, or a stage of on
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import yaml
@@ -17,6 +18,7 @@ from tasks import ui
 from tasks.engine.fingerprint import diff_keys
 from tasks.paths import split_step
 from tasks.pipeline import BY_NAME, STAGES, plan
+from tasks.quality.names import KEY_METRICS
 
 # What users call each artifact, besides its stage's name.
 ALIASES = {
@@ -28,17 +30,6 @@ ALIASES = {
     "answers": "smoke",
     "eval": "evaluate",
     "registry": "register",
-}
-KEY_METRICS = {
-    "data": ("train", "eval", "duplicates_dropped"),
-    "base": ("bytes", "revision", "asset"),  # a hub model's commit, an Azure ML model's version
-    "quantize": ("bytes", "seconds"),
-    "finetune": ("last_loss", "seconds"),
-    "export": ("bytes", "seconds"),
-    "adapter": ("bytes", "lora_r"),
-    "smoke": ("tokens_per_second",),
-    "evaluate": ("perplexity_awq_adapter", "perplexity_onnx_adapter", "tokens_per_second_adapter"),
-    "register": ("version",),
 }
 WORKSPACE = "workspace"
 
@@ -110,24 +101,39 @@ def _metric(name: str, value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def version_table(step: str, root, rel: str) -> Table:
+def version_rows(step: str, root, rel: str) -> list[dict]:
+    """One artifact's versions, newest first: revision, date, content hash, whether the workspace
+    holds it, what it was built from against the version before, key metrics, commit message."""
     versions = history(root, rel)
     current = (_record(root, WORKSPACE, rel) or {}).get("outs", [{}])[0].get("md5")
+    rows = []
+    for i, version in enumerate(versions):
+        doc = version["doc"]
+        meta = doc.get("meta") or {}
+        metrics = {**(meta.get("metrics") or {}), **(meta.get("details") or {})}
+        older = versions[i + 1]["doc"] if i + 1 < len(versions) else None
+        rows.append(
+            {
+                "rev": version["rev"],
+                "date": version["date"],
+                "md5": doc["outs"][0]["md5"],
+                "in_workspace": doc["outs"][0]["md5"] == current,
+                "built_from": _changes(doc, older),
+                "metrics": {k: metrics[k] for k in KEY_METRICS[split_step(step)[0]] if k in metrics},
+                "subject": version["subject"],
+            }
+        )
+    return rows
+
+
+def version_table(step: str, root, rel: str) -> Table:
     table = Table(title=f"{step}: {rel}", title_justify="left")
     for column in ("version", "date", "content", "built from (vs. the version before)", "metrics", "message"):
         table.add_column(column, overflow="fold")
-    for i, version in enumerate(versions):
-        doc = version["doc"]
-        md5 = doc["outs"][0]["md5"]
-        meta = doc.get("meta") or {}
-        metrics = {**(meta.get("metrics") or {}), **(meta.get("details") or {})}
-        keys = KEY_METRICS[split_step(step)[0]]
-        shown = ", ".join(f"{k} {_metric(k, metrics[k])}" for k in keys if k in metrics)
-        older = versions[i + 1]["doc"] if i + 1 < len(versions) else None
-        marker = " ●" if md5 == current else ""
-        table.add_row(
-            version["rev"] + marker, version["date"], md5[:8], _changes(doc, older), shown, version["subject"]
-        )
+    for row in version_rows(step, root, rel):
+        shown = ", ".join(f"{k} {_metric(k, v)}" for k, v in row["metrics"].items())
+        marker = " ●" if row["in_workspace"] else ""
+        table.add_row(row["rev"] + marker, row["date"], row["md5"][:8], row["built_from"], shown, row["subject"])
     return table
 
 
@@ -168,7 +174,7 @@ def _selected(paths, artifact: str) -> list[str]:
 
 class Versions(Command):
     doc_purpose = "list each artifact's versions in git history (or diff two of them)"
-    doc_usage = "[--artifact NAME] [--diff REV_A [--to REV_B]]"
+    doc_usage = "[--artifact NAME] [--diff REV_A [--to REV_B]] [--json]"
     # doit wraps each line of this on its own: one line per paragraph.
     doc_description = "\n".join(
         (
@@ -190,6 +196,7 @@ class Versions(Command):
             "default": WORKSPACE,
             "help": "...with this one's (default: workspace)",
         },
+        {"name": "json", "long": "json", "type": bool, "default": False, "help": "the versions as JSON, nothing else"},
     )
 
     def execute(self, opt_values, pos_args):
@@ -205,6 +212,11 @@ class Versions(Command):
             ui.console.print(f"[bold red]error:[/] no artifact {opt_values['artifact']!r}; one of: {names}")
             return 1
         try:
+            if opt_values["json"] and not opt_values["diff"]:
+                found = {s: version_rows(s, paths.root, paths.dvc_file(s).relative_to(paths.root).as_posix())
+                         for s in selected}  # fmt: skip
+                print(json.dumps(found, indent=2))  # noqa: T201  (data for other programs)
+                return 0
             for step in selected:
                 rel = paths.dvc_file(step).relative_to(paths.root).as_posix()
                 if opt_values["diff"]:

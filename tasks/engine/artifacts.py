@@ -65,7 +65,7 @@ def read_yaml(path: Path) -> dict | None:
         return None
 
 
-def _replace(path: Path, text: str) -> None:
+def write_text(path: Path, text: str) -> None:
     """Replace `path` in one rename, so a reader never sees half a file. Its folder is made if it
     is missing (a run-cache restore after `rm -rf models/<name>` writes the .dvc file first)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -75,11 +75,19 @@ def _replace(path: Path, text: str) -> None:
 
 
 def write_yaml(path: Path, doc: dict) -> None:
-    _replace(path, yaml.safe_dump(doc, sort_keys=False))
+    write_text(path, yaml.safe_dump(doc, sort_keys=False))
 
 
 def write_json(path: Path, doc: dict) -> None:
-    _replace(path, json.dumps(doc, indent=2) + "\n")
+    write_text(path, json.dumps(doc, indent=2) + "\n")
+
+
+def read_json(path: Path) -> dict | None:
+    """The parsed JSON file, or None when it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def file_stats(folder: Path) -> dict[str, list[int]]:

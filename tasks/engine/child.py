@@ -97,11 +97,15 @@ def main(step: str, job_file: str) -> int:
 
     job = protocol.read_job(Path(job_file))
     channel = _take_over_stdout(job)
-    logging.getLogger("tasks").info("stage %s: started (pid %d)", step, os.getpid())
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "all")
+    logging.getLogger("tasks").info("stage %s: started (pid %d, CUDA_VISIBLE_DEVICES %s)", step, os.getpid(), visible)
     stage_name, adapter = split_step(step)
     # A stage of one adapter sees that adapter's params and folders as its own (its data, its finetune).
     params = Params.model_validate(job["params"]).for_adapter(adapter)
-    paths = Paths(Path(job["root"]), params.name, job["outputs"], tuple(job["adapters"]), adapter)
+    paths = Paths(
+        Path(job["root"]), params.name, job["outputs"], tuple(job["adapters"]), adapter,
+        job.get("folders", {}), job.get("log_folder", "logs"),
+    )
     out = paths.output(step)
     os.environ["LAB_STAGE"] = stage_name  # failpoints name the stage (tests/e2e/test_faults.py)
     protocol.stop_once_on_signals()  # Ctrl-C or SIGTERM: the cleanup below runs once, uninterrupted
@@ -111,13 +115,15 @@ def main(step: str, job_file: str) -> int:
         if job["executor"] == job["module"]:  # run here, not as a remote job
             _hold_to_planned_devices(job["fingerprint"], job.get("devices", {}))
         started = time.perf_counter()
+        paths.models.mkdir(parents=True, exist_ok=True)  # stages' scratch folders go there; a trial's may be first
         run = importlib.import_module(job["executor"]).run
         with artifacts.staging(out) as tmp:
             summary = _profiled(run, paths.log(step))(params, paths, tmp, channel) or {}
         placed = True
         meta = build_record(step, out, time.perf_counter() - started, summary, job["fingerprint"])
-        store.dvc_track(paths.root, out, meta)
-        store.publish_records(paths, step, meta, job["tracked_copies"])
+        store.dvc_track(paths.root, out, meta, paths.canonical(step))
+        if job.get("publish", True):
+            store.publish_records(paths, step, meta, job["tracked_copies"])
         artifacts.failpoint("tracked")
     except Exception as exc:
         message, code = protocol.explain(exc, out, placed)

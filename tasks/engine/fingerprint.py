@@ -175,8 +175,10 @@ def devices(root: Path, stage, choices: dict[str, str]) -> dict:
     return {"device": resolved | dtype}
 
 
-def fingerprint(stage, step: str, plan, paths) -> dict:
-    """Everything a step's output depends on, as a small JSON-able dict."""
+def fingerprint(stage, step: str, plan, paths, inputs: dict | None = None) -> dict:
+    """Everything a step's output depends on, as a small JSON-able dict. The upstream steps'
+    content hashes are read from their .dvc files, unless `inputs` gives them (an experiment's
+    dry run: what a cached build would bring back)."""
     from tasks.engine.store import content_hash
 
     code, modules = scan(paths.root, stage.module)
@@ -184,7 +186,7 @@ def fingerprint(stage, step: str, plan, paths) -> dict:
         "params": plan.sections(step),
         "code": code,
         "libraries": libraries(paths.root, modules, stage.libraries),
-        "inputs": {u: content_hash(paths.dvc_file(u)) for u in plan.upstream(step)},
+        "inputs": {u: inputs[u] if inputs else content_hash(paths.dvc_file(u)) for u in plan.upstream(step)},
         **devices(paths.root, stage, plan.devices(step)),
         **{key: outside_input(paths.root, Path(path)) for key, path in plan.external(step).items()},
     }

@@ -21,6 +21,7 @@ class Plan:
     #        "default": bool, "unable": why, "caveats": [...]}
     stages: dict
     adapters: list[str] = field(default_factory=list)  # params order
+    gates: dict[str, str] = field(default_factory=dict)  # params gates: checked after evaluate
 
     def sections(self, step: str) -> dict:
         return self.stages[step]["sections"]
@@ -43,7 +44,8 @@ class Plan:
         return self.stages[step].get("caveats") or []
 
     def default(self) -> list[str]:
-        return [name for name, step in self.stages.items() if step["default"]]
+        """What a plain `doit` runs: the default steps, and the gates when params set any."""
+        return [name for name, step in self.stages.items() if step["default"]] + (["gates"] if self.gates else [])
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -92,4 +94,4 @@ def make_plan(stages, params, paths) -> Plan:
     for stage in stages:
         for adapter in params.adapter_names if stage.per_adapter else [None]:
             plan[step_name(stage.name, adapter)] = _step(stage, params, paths, per_adapter, adapter)
-    return Plan(params.name, plan, params.adapter_names)
+    return Plan(params.name, plan, params.adapter_names, dict(params.gates))

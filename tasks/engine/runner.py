@@ -22,7 +22,7 @@ REMOTE_EXECUTOR = "tasks.azureml.job"  # runs a stage's run() on Azure ML comput
 forced = False
 
 
-def _write_job(stage, step: str, plan, params, paths, fp: dict):
+def _write_job(stage, step: str, plan, params, paths, fp: dict, publish: bool = True):
     return protocol.write_job(
         paths.log(step).with_suffix(".job.json"),
         {
@@ -32,6 +32,9 @@ def _write_job(stage, step: str, plan, params, paths, fp: dict):
             "executor": REMOTE_EXECUTOR if params.jobs.remote(stage.name) else stage.module,
             "upstream": plan.upstream(step),
             "outputs": paths.outputs,
+            "folders": paths.folders,  # steps an experiment's trial places outside the workspace
+            "log_folder": paths.log_folder,
+            "publish": publish,  # the workspace's git-tracked metrics: not for a trial's build
             "adapters": list(paths.adapters),
             "tracked_copies": [list(pair) for pair in stage.tracked_copies],
             "fingerprint": fp,
@@ -41,22 +44,23 @@ def _write_job(stage, step: str, plan, params, paths, fp: dict):
     )
 
 
-def _follow(proc: subprocess.Popen, stage: str) -> dict:
-    """Render the child's events until it exits; return the last summary or error."""
+def _follow(proc: subprocess.Popen, stage: str, show: str) -> dict:
+    """Render the child's events until it exits (show: all, bars, or none when steps of several
+    trials run at once); return the last summary or error."""
     outcome: dict = {}
-    with ui.StageProgress(stage) as bars:
+    with ui.StageProgress(stage, quiet=show == "none") as bars:
         for line in proc.stdout:
             kind, event = protocol.event(line)
             if kind == "progress":
                 bars.update(event["bar"], event["done"], event.get("total"))
-            elif kind == "table":
+            elif kind == "table" and show == "all":
                 bars.table(event["title"], event["columns"], event["rows"])
             elif kind in ("summary", "error"):
                 outcome = {"kind": kind, **event}
     return outcome
 
 
-def _run_child(step: str, job, paths, env: dict) -> tuple[int, dict, bool]:
+def _run_child(step: str, job, paths, env: dict, show: str = "all") -> tuple[int, dict, bool]:
     """Run the child to its end; on Ctrl-C let it clean up first. Returns (rc, outcome, interrupted)."""
     with paths.log(step).open("w") as log_file:
         proc = subprocess.Popen(
@@ -69,7 +73,7 @@ def _run_child(step: str, job, paths, env: dict) -> tuple[int, dict, bool]:
             preexec_fn=protocol.die_with_parent,
         )
         try:
-            outcome = _follow(proc, step)
+            outcome = _follow(proc, step, show)
             return proc.wait(), outcome, False
         except KeyboardInterrupt:
             proc.send_signal(signal.SIGINT)  # a no-op if the terminal already sent it to the group
@@ -120,6 +124,32 @@ def _restore(stage, step: str, task, paths, fp: dict) -> dict | None:
     return values
 
 
+def build(stage, step: str, plan, params, paths, fp: dict, *, publish=True, gpu=None, show="all") -> dict:
+    """Build the step in a stage process; {"summary": ..., "seconds": ...} or {"error": why}.
+    `gpu`: the one GPU it may see; `show`: all, bars or none (several steps of an experiment at
+    once: none; signals then stay with the thread that runs them all)."""
+    job = _write_job(stage, step, plan, params, paths, fp, publish)
+    log = paths.log(step)
+    env = protocol.child_env(online=bool(stage.online and stage.online(params)))
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    started = time.perf_counter()
+    previous = signal.signal(signal.SIGTERM, protocol.stop_as_ctrl_c) if show != "none" else None
+    try:
+        rc, outcome, interrupted = _run_child(step, job, paths, env, show)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    if interrupted:
+        why = f"interrupted (Ctrl-C or SIGTERM): {step} stopped, its partial output removed\n  log: {log}"
+        return {"error": why, "interrupted": True}
+    if rc != 0 or outcome.get("kind") != "summary":
+        reason = outcome.get("message") or f"the stage process exited with code {rc}"
+        return {"error": f"{reason}\n  log: {log}"}
+    summary = {k: v for k, v in outcome.items() if k != "kind"}
+    return {"summary": summary, "seconds": time.perf_counter() - started}
+
+
 def run_stage(stage, step: str, plan, project, task):
     """doit action: restore the step from DVC's cache if it was built from the same inputs before,
     else build it in a child process; return values doit stores for the task. `plan` and `project`
@@ -132,21 +162,9 @@ def run_stage(stage, step: str, plan, project, task):
     restored = _restore(stage, step, task, plan()[1], fp)
     if restored:
         return restored
-    job = _write_job(stage, step, plan()[0], params, paths, fp)
-    log = paths.log(step)
-    env = protocol.child_env(online=bool(stage.online and stage.online(params)))
-    started = time.perf_counter()
-    previous = signal.signal(signal.SIGTERM, protocol.stop_as_ctrl_c)
-    try:
-        rc, outcome, interrupted = _run_child(step, job, paths, env)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    if interrupted:
-        return TaskFailed(f"interrupted (Ctrl-C or SIGTERM): {step} stopped, its partial output removed\n  log: {log}")
-    if rc != 0 or outcome.get("kind") != "summary":
-        reason = outcome.get("message") or f"the stage process exited with code {rc}"
-        return TaskFailed(f"{reason}\n  log: {log}")
-    summary = {k: v for k, v in outcome.items() if k != "kind"}
-    values = _values(paths, step, time.perf_counter() - started, summary)
+    built = build(stage, step, plan()[0], params, paths, fp)
+    if "error" in built:
+        return TaskFailed(built["error"])
+    values = _values(paths, step, built["seconds"], built["summary"])
     save_values(paths.root, task.name, values)
     return values

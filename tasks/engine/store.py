@@ -10,6 +10,8 @@ exactly the inputs it was built from.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import hashlib
 import json
@@ -32,17 +34,32 @@ def content_hash(dvc_file: Path) -> str | None:
         return None
 
 
-def dvc_track(root: Path, out: Path, meta: dict) -> None:
+@contextlib.contextmanager
+def one_at_a_time(root: Path):
+    """One DVC operation at a time in this checkout: steps of an experiment's trials run at once
+    (`doit exp run -j N`), and DVC's own lock gives up after a few seconds."""
+    path = root / ".dvc" / "tmp" / "lab-store.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def dvc_track(root: Path, out: Path, meta: dict, canonical: Path | None = None) -> None:
     """`dvc add` the folder, store the build record in the `meta:` field of its .dvc file, and
-    file that record in the run-cache."""
+    file that record in the run-cache (under `canonical`, the step's workspace folder, when the
+    folder is a trial's)."""
     from dvc.repo import Repo
 
-    with Repo(str(root)) as repo:
+    with one_at_a_time(root), Repo(str(root)) as repo:
         repo.add(str(out))
         artifacts.failpoint("dvc-added")
         dvc_file = out.with_name(out.name + ".dvc")
         artifacts.write_yaml(dvc_file, {**artifacts.read_yaml(dvc_file), "meta": meta})
-        save(repo, root, dvc_file)
+        save(repo, root, dvc_file, canonical)
 
 
 def publish_records(paths, step: str, meta: dict, tracked_copies=()) -> None:
@@ -101,7 +118,7 @@ def damage(root: Path, out: Path, dvc_file: Path, recorded: dict[str, list[int]]
     Sizes and mtimes decide; only files whose stat changed are re-hashed against DVC's manifest.
     """
     if not out.is_dir():
-        return f"{out} is missing", {}
+        return f"{out.relative_to(root)} is missing", {}
     current = artifacts.file_stats(out)
     if set(current) != set(recorded):
         changed = sorted(set(current) ^ set(recorded))
@@ -119,7 +136,8 @@ def damage(root: Path, out: Path, dvc_file: Path, recorded: dict[str, list[int]]
     return None, current
 
 
-def _key(fingerprint: dict) -> str:
+def key_of(fingerprint: dict) -> str:
+    """A fingerprint's run-cache key."""
     from dvc.utils import dict_sha256
 
     return dict_sha256(fingerprint)
@@ -129,16 +147,17 @@ def _runs_dir(repo) -> Path:
     return Path(repo.cache.legacy.path) / "runs"
 
 
-def save(repo, root: Path, dvc_file: Path) -> None:
-    """Record the build a .dvc file describes under its fingerprint's key."""
+def save(repo, root: Path, dvc_file: Path, canonical: Path | None = None) -> None:
+    """Record the build a .dvc file describes under its fingerprint's key, for its workspace
+    folder (`canonical`, where that is not the folder the .dvc file tracks)."""
     from dvc.utils import dict_sha256
 
     doc = artifacts.read_yaml(dvc_file)
     meta = doc["meta"]
     out = dict(doc["outs"][0])
-    out["path"] = (dvc_file.parent / out["path"]).relative_to(root).as_posix()
+    out["path"] = (canonical or dvc_file.parent / out["path"]).relative_to(root).as_posix()
     entry = {"cmd": f"doit {meta['stage']}", "params": {"lab": meta}, "outs": [out]}
-    folder = _runs_dir(repo) / (key := _key(meta["fingerprint"]))[:2] / key
+    folder = _runs_dir(repo) / (key := key_of(meta["fingerprint"]))[:2] / key
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / dict_sha256(entry)
     if not path.exists():
@@ -156,7 +175,7 @@ def entries(repo, fingerprint: dict, output: str) -> list[dict]:
     """.dvc documents of earlier builds with exactly this fingerprint, newest first. Only entries
     for `output` (the stage's own folder, relative to the project) count: an entry is data from
     the cache or a remote, and its `path` must never choose where a checkout writes."""
-    folder = _runs_dir(repo) / (key := _key(fingerprint))[:2] / key
+    folder = _runs_dir(repo) / (key := key_of(fingerprint))[:2] / key
     found = sorted(folder.glob("*"), key=lambda p: p.stat().st_mtime, reverse=True) if folder.is_dir() else []
     docs = []
     for path in found:
@@ -189,7 +208,7 @@ def is_md5(value, suffix: str = ".dir") -> bool:
 def drop_entries(repo, fingerprint: dict) -> int:
     """Remove the run-cache entries filed under a fingerprint (`doit forget --drop-cache`): that
     build is never restored from them again. Returns how many there were."""
-    folder = _runs_dir(repo) / (key := _key(fingerprint))[:2] / key
+    folder = _runs_dir(repo) / (key := key_of(fingerprint))[:2] / key
     found = [p for p in folder.glob("*") if p.is_file()] if folder.is_dir() else []
     for path in found:
         path.unlink()
@@ -279,17 +298,21 @@ def usable(repo, dir_md5: str) -> str | None:
     return why
 
 
-def restore(root: Path, dvc_file: Path, fingerprint: dict) -> tuple[dict | None, list[str]]:
+def restore(
+    root: Path, dvc_file: Path, fingerprint: dict, canonical: Path | None = None
+) -> tuple[dict | None, list[str]]:
     """Bring back a build of this stage made from exactly `fingerprint`: the version the .dvc file
     names (a git checkout, a fresh clone after `doit pull`, `doit forget`), else the newest run-cache
-    entry. Returns (the .dvc document now in place plus `changed`: files the checkout rewrote, or
-    None; why each candidate was refused)."""
+    entry (filed under `canonical`, the step's workspace folder, if the .dvc file is a trial's).
+    Returns (the .dvc document now in place plus `changed`: files the checkout rewrote, or None; why
+    each candidate was refused)."""
     from dvc.repo import Repo
 
     refused = []
-    with Repo(str(root)) as repo:
+    with one_at_a_time(root), Repo(str(root)) as repo:
         current = artifacts.read_yaml(dvc_file)
-        output = dvc_file.with_name(dvc_file.name.removesuffix(".dvc")).relative_to(root).as_posix()
+        folder = dvc_file.with_name(dvc_file.name.removesuffix(".dvc"))
+        output = (canonical or folder).relative_to(root).as_posix()
         candidates = entries(repo, fingerprint, output)
         in_place = (current or {}).get("outs") and current["outs"][0].get("path") == Path(output).name
         if in_place and (current.get("meta") or {}).get("fingerprint") == fingerprint:
@@ -307,6 +330,6 @@ def restore(root: Path, dvc_file: Path, fingerprint: dict) -> tuple[dict | None,
             if doc is not current:
                 artifacts.write_yaml(dvc_file, doc)
             result = repo.checkout(targets=[str(dvc_file)], force=True)
-            save(repo, root, dvc_file)
+            save(repo, root, dvc_file, canonical)
             return {**doc, "changed": sum(result["stats"].values())}, refused
     return None, refused

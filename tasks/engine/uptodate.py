@@ -41,7 +41,7 @@ class UpToDate:
         dvc_file = paths.dvc_file(self.step)
         doc = artifacts.read_yaml(dvc_file)
         if not doc:
-            return f"{dvc_file} is missing"
+            return f"not built here yet ({dvc_file.relative_to(paths.root)} is missing)"
         stored = (doc.get("meta") or {}).get("fingerprint") or {}
         changed = diff_keys(stored, fingerprint(self.stage, self.step, plan, paths))
         if changed:

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from tasks.engine.stage import Stage
+from tasks.quality.names import VARIANTS  # the models measured, in order
 
 DTYPES = {"cuda": "bfloat16", "cpu": "float32"}  # the torch models' compute dtype, per device
 
@@ -38,7 +39,6 @@ STAGE = Stage(
     devices=_devices,
     dtypes=DTYPES,
 )
-VARIANTS = ("base", "rtn", "awq", "awq_adapter", "onnx_adapter")
 
 
 def eval_examples(params, paths, tokenizer) -> list[dict]:

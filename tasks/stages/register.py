@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tasks.azureml.client import workspace_missing
 from tasks.engine.stage import Stage
+from tasks.quality.names import KEY_METRICS
 
 STAGE = Stage(
     name="register",
@@ -30,8 +31,6 @@ STAGE = Stage(
 )
 
 HASH_TAG = "dvc_md5"
-# Evaluate metrics worth seeing in the registry's tag list.
-KEY_METRICS = ("perplexity_onnx_adapter", "perplexity_base", "tokens_per_second_adapter", "bytes_onnx")
 
 
 def tags(params, paths, content: str) -> dict[str, str]:
@@ -41,7 +40,7 @@ def tags(params, paths, content: str) -> dict[str, str]:
     for adapter in params.adapter_names:
         metrics_file = paths.metrics(f"evaluate:{adapter}")
         metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-        keys = [*KEY_METRICS, *(k for k in metrics if k.startswith("answers_first_"))]
+        keys = [*KEY_METRICS["evaluate"], *(k for k in metrics if k.startswith("answers_first_"))]
         found |= {f"{key}.{adapter}": str(metrics[key]) for key in keys if key in metrics}
     adapters = ",".join(params.adapter_names)
     return {**params.registry.tags, **found, "adapters": adapters, "lab_build": params.name, HASH_TAG: content}

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from tasks.ml.chat_template import render
-from tasks.params import LAB_TEMPLATE, ParamsError, load_params
+from tasks.params import LAB_TEMPLATE, ParamsError
+from tasks.params_file import load_params
 
 ROOT = Path(__file__).resolve().parents[2]
 
