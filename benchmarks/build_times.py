@@ -133,11 +133,6 @@ def main() -> None:
         seed = ("seed: 1234", "seed: 99")  # base's seed: every model stage, 9.9 GB of outputs
         recompute_full, restore_full, restored_full = recompute_then_restore(full, *seed, *fullsize)
     result = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "git": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip(),
         "cold_build_tiny_s": round(cold, 1),
         "noop_tiny_s": round(noop_tiny, 3),
         "noop_doit_console_s": round(noop_doit, 3),  # the same, as `doit` (console script), beside:
@@ -158,7 +153,12 @@ def main() -> None:
 
 
 def append_result(result: dict) -> None:
-    """Add a run's figures to benchmarks/results.jsonl (BENCHMARKS.md quotes them) and print them."""
+    """Add a run's figures, with when, where and at which commit, to benchmarks/results.jsonl
+    (BENCHMARKS.md quotes them) and print them."""
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    when = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    machine = f"{platform.machine()}, {os.cpu_count()} cores"
+    result = {"date": when, "machine": machine, "git": git.stdout.strip(), **result}
     with (ROOT / "benchmarks" / "results.jsonl").open("a") as f:
         f.write(json.dumps(result) + "\n")
     for key, value in result.items():

@@ -7,14 +7,12 @@ often each stage ran (`make bench-sweep`). Appends to benchmarks/results.jsonl.
 from __future__ import annotations
 
 import os
-import platform
 import re
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
@@ -113,11 +111,6 @@ def main() -> None:
         doit_s, doit_runs = doit_sweep(ours)
         dvc_s, dvc_runs, dvc_done = dvc_sweep(theirs, Path(tmp) / "counts.txt", jobs)
     result = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "git": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip(),
         "bench": "sweep 2x2 finetune grid, tiny, clean checkout",
         "doit_exp_run_s": round(doit_s, 1),
         "doit_stage_runs": dict(doit_runs),
