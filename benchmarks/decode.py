@@ -8,8 +8,13 @@ weights are linked, not copied), whose greedy tokens must equal the run without 
 default `generate` and with `cache_implementation="static"` (generate then compiles the step).
 The memory-bandwidth ceiling is the weight bytes read per token over `--bandwidth`.
 
+--long checks LongRoPE's cache choice (tasks/ml/longrope.py) where CUDA graphs change the attention
+mask's shape: prompts that cross and pass 4096 tokens decode the same tokens with graphs as without.
+--profile records every CUDA kernel of 64 decode steps (CUPTI, through torch.profiler), adapter on
+and off, graphs off: where a token's time goes, kernel by kernel.
+
 Usage: python benchmarks/decode.py models/<name> [--device cuda] [--bandwidth 4.8e12] [--hf] [--graphs]
-Run it once per installed onnxruntime-genai to compare runtimes (PYTHONPATH picks the wheel).
+       [--long] [--profile]
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ def with_cuda_graphs(model_dir: Path, scratch: Path, on: bool) -> Path:
     from tasks.ml.genai import set_cuda_graph
 
     copy = scratch / ("graphs" if on else "no-graphs")
-    copy.mkdir()
+    copy.mkdir(parents=True)
     for f in model_dir.iterdir():
         os.link(f, copy / f.name)
     set_cuda_graph(copy, on)
@@ -116,6 +121,68 @@ def _hf_once(model, ids, static: bool) -> tuple[float, float]:
     return first - start, (NEW - 1) / (total - (first - start))
 
 
+def long_prompts(model_dir: Path, graphs_dir: Path, adapter_file: Path, device: str) -> dict:
+    """Greedy tokens past `original_max_position_embeddings`, with and without graphs, adapter on."""
+    import numpy as np
+    import onnxruntime_genai as og
+
+    from tasks.ml.genai import load_model
+
+    found = {}
+    for length in (4090, 4200):  # crosses 4096 while decoding; past it from the prompt on
+        ids = np.random.default_rng(length).integers(10, 1000, length).tolist()
+        runs = {}
+        for name, folder in (("no_graphs", model_dir), ("graphs", graphs_dir)):
+            model = load_model(folder, device)
+            adapters = og.Adapters(model)
+            adapters.load(str(adapter_file), "travel")
+            params = og.GeneratorParams(model)
+            params.set_search_options(do_sample=False, max_length=length + 32, min_length=length + 32)
+            gen = og.Generator(model, params)
+            gen.set_active_adapter(adapters, "travel")
+            gen.append_tokens(ids)
+            while not gen.is_done():
+                gen.generate_next_token()
+            runs[name] = [int(t) for t in gen.get_sequence(0)[length:]]
+            del gen, adapters, model
+        found[str(length)] = {"same_tokens": runs["graphs"] == runs["no_graphs"], "tokens": runs["graphs"][:12]}
+    return found
+
+
+def kernel_profile(model_dir: Path, adapter_file: Path, device: str, steps: int = 64) -> dict:
+    """Per decode step, adapter off and on: kernels launched and GPU time, the top kernels by time."""
+    import onnxruntime_genai as og
+    from torch.profiler import ProfilerActivity, profile
+
+    from tasks.ml.genai import load_model
+
+    model = load_model(model_dir, device)
+    adapters = og.Adapters(model)
+    adapters.load(str(adapter_file), "travel")
+    ids = _prompt_ids(1000)
+    found = {}
+    for adapter in (False, True):
+        params = og.GeneratorParams(model)
+        params.set_search_options(do_sample=False, max_length=PROMPT + steps + 1, min_length=PROMPT + steps + 1)
+        gen = og.Generator(model, params)
+        if adapter:
+            gen.set_active_adapter(adapters, "travel")
+        gen.append_tokens(ids)
+        gen.generate_next_token()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(steps):
+                gen.generate_next_token()
+        rows = [e for e in prof.key_averages() if e.device_time_total > 0]
+        total = sum(e.device_time_total for e in rows)
+        top = sorted(rows, key=lambda e: -e.device_time_total)[:12]
+        found["adapter" if adapter else "no_adapter"] = {
+            "kernels_per_step": round(sum(e.count for e in rows) / steps, 1),
+            "gpu_us_per_step": round(total / steps, 1),
+            "top": [[e.key[:90], round(e.count / steps, 1), round(e.device_time_total / steps, 1)] for e in top],
+        }
+    return found
+
+
 def hf(models: Path, adapter: str) -> dict:
     """transformers + peft, fp16, default and static-cache generate, adapter on and off."""
     import torch
@@ -160,24 +227,31 @@ def main() -> None:
     parser.add_argument("--hf", action="store_true", help="also time transformers + peft (CUDA)")
     parser.add_argument("--graphs", action="store_true", help="also time genai with CUDA graphs")
     parser.add_argument("--adapter", default="travel", help="which adapter of the build")
+    parser.add_argument("--long", action="store_true", help="graphs against no graphs past 4096 tokens")
+    parser.add_argument("--profile", action="store_true", help="kernels per decode step, adapter on and off")
     args = parser.parse_args()
     model_dir = args.models / "onnx-ao" / "model"
     adapter_file = args.models / "onnx-ao" / "adapters" / args.adapter / "adapter_weights.onnx_adapter"
     with tempfile.TemporaryDirectory(dir=args.models) as scratch:  # same file system: hard links
-        results = {"genai": genai(with_cuda_graphs(model_dir, Path(scratch), on=False), adapter_file, args.device)}
+        no_graphs = with_cuda_graphs(model_dir, Path(scratch), on=False)
+        results = {"genai": genai(no_graphs, adapter_file, args.device)}
         flow = control_flow(model_dir)
         if args.graphs and flow:
             sys.stderr.write(f"CUDA graphs not timed: the graph has {flow} nodes, which they cannot capture\n")
         elif args.graphs:
             graphs = with_cuda_graphs(model_dir, Path(scratch), on=True)
             results["genai_graphs"] = genai(graphs, adapter_file, args.device)
+            if args.long:
+                results["long_prompts"] = long_prompts(no_graphs, graphs, adapter_file, args.device)
+        if args.profile:
+            results["kernels"] = kernel_profile(no_graphs, adapter_file, args.device)
     if "genai_graphs" in results:
         for key in ("adapter", "no_adapter"):
             same = results["genai_graphs"][key]["first_tokens"] == results["genai"][key]["first_tokens"]
             results["genai_graphs"][key]["same_tokens_as_without_graphs"] = same
     if args.hf:
         results["hf"] = hf(args.models, args.adapter)
-    for r in results.values():
+    for r in (results[k] for k in ("genai", "genai_graphs", "hf") if k in results):
         r["ceiling_tokens_per_s"] = round(args.bandwidth / r["weight_bytes"], 1)
     sys.stdout.write(json.dumps(results, indent=1) + "\n")
 

@@ -35,7 +35,7 @@ class DataParams(Section):
 
 
 class SyntheticParams(Section):
-    shape: Literal["tiny", "tiny-llama", "phi-3.5-mini"] = Field(
+    shape: Literal["tiny", "tiny-llama", "tiny-longrope", "phi-3.5-mini"] = Field(
         "tiny",
         description="tiny: Phi-3, 2 layers, 7 MB; tiny-llama: Llama with grouped KV heads and tied embeddings, "
         "2 layers; phi-3.5-mini: the public config, 3.8 B parameters (GPU).",

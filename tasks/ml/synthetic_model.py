@@ -26,6 +26,23 @@ SHAPES = {
         "original_max_position_embeddings": 4096,
         "rope_scaling": None,
     },
+    # Phi-3.5's LongRoPE in small: two rotary caches, the long one past 4096 tokens (real factors
+    # differ; these make the two caches differ). The genai builder (fp32) names lm_head by its
+    # width: no other projection may be vocab_size wide (2 x intermediate here is 768).
+    "tiny-longrope": {
+        "hidden_size": 128,
+        "intermediate_size": 384,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 4,
+        "max_position_embeddings": 131072,
+        "original_max_position_embeddings": 4096,
+        "rope_scaling": {
+            "type": "longrope",
+            "short_factor": [1.0 + 0.05 * i for i in range(16)],
+            "long_factor": [1.0 + 2.0 * i for i in range(16)],
+        },
+    },
     # The Llama family as SmolLM2 has it: grouped KV heads, tied embeddings, separate q/k/v and
     # gate/up projections (the real default model is SmolLM2-135M-Instruct).
     "tiny-llama": {

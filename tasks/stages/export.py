@@ -56,7 +56,7 @@ def builder_command(awq_dir: Path, out: Path, cache: Path, cfg, split_qkv: bool)
         # SmolLM2) the builder would otherwise share one int4 table for both (13 % logits error on
         # the tiny Llama); excluded, the tied matrix stays one float table.
         extra.append("nodes_to_exclude=/lm_head/MatMul,/model/embed_tokens/Gather")
-    if cfg.device == "cuda" and cfg.cuda_graph:
+    if wants_graphs(cfg):
         extra.append("enable_cuda_graph=true")  # genai captures the decode step once, replays it per token
     if split_qkv:
         # One MatMul per q/k/v projection, for their own LoRA branches. genai 0.15 (the CUDA pin)
@@ -85,6 +85,7 @@ def run(params, paths, out: Path, channel) -> dict:
     import onnx
 
     from tasks.engine.protocol import die_with_parent
+    from tasks.ml.longrope import select_without_if
     from tasks.ml.lora_graph import LAYOUT_FILE, add_lora_inputs, resolve_targets, split_qkv
 
     awq = paths.output("quantize")
@@ -105,12 +106,14 @@ def run(params, paths, out: Path, channel) -> dict:
             preexec_fn=die_with_parent,
         )
     channel.progress("build ONNX, add LoRA", 1, 3)
-    graphs = cuda_graphs(out, params.export)
     model_file = out / "model.onnx"
     model = onnx.load(model_file, load_external_data=False)  # weights stay in model.onnx.data
+    if wants_graphs(params.export):
+        select_without_if(model)  # LongRoPE's If (Phi-3.5) would keep CUDA graphs off
     layers = json.loads((awq / "config.json").read_text())["num_hidden_layers"]
     layout = add_lora_inputs(model, layers, targets)
     onnx.save(model, model_file)
+    graphs = cuda_graphs(out, params.export)
     channel.progress("build ONNX, add LoRA", 2, 3)
     (out / LAYOUT_FILE).write_text(json.dumps(layout, indent=1) + "\n")
     channel.progress("build ONNX, add LoRA", 3, 3)
@@ -122,19 +125,23 @@ def run(params, paths, out: Path, channel) -> dict:
     return summary | ({"cuda_graph": graphs} if graphs else {})
 
 
+def wants_graphs(cfg) -> bool:
+    return cfg.device == "cuda" and cfg.cuda_graph
+
+
 def cuda_graphs(out: Path, cfg) -> str | None:
-    """For a CUDA export with export.cuda_graph: "on", or "off" when the graph has control-flow nodes
-    (onnxruntime would refuse every session); None otherwise."""
+    """For a CUDA export with export.cuda_graph: "on", or "off" when the graph still has control-flow
+    nodes (onnxruntime would refuse every session); None otherwise."""
     import logging
 
     from tasks.ml.genai import control_flow, set_cuda_graph
 
-    if cfg.device != "cuda" or not cfg.cuda_graph:
+    if not wants_graphs(cfg):
         return None
     flow = control_flow(out)
     if not flow:
         return "on"
     set_cuda_graph(out, on=False)
-    why = f"off: the graph has {', '.join(flow)} nodes, which CUDA graphs cannot capture (Phi-3 LongRoPE)"
+    why = f"off: the graph has {', '.join(flow)} nodes, which CUDA graphs cannot capture"
     logging.getLogger("tasks").warning("export.cuda_graph: %s", why)
     return why

@@ -1,0 +1,80 @@
+"""`make setup TORCH=system`: let the project's venv use the torch this interpreter imports (a GPU
+image's CUDA build), and nothing else of this interpreter's environment.
+
+    python tasks/cli/system_torch.py VENV_SITE_PACKAGES
+
+links torch and every installed distribution it requires (its NVIDIA libraries, triton, ...) into
+VENV/system-torch/ and names that folder in a .pth file. The venv's own site-packages come first on
+sys.path, so the project's pins installed there win over the linked ones; pip sees torch as installed
+and leaves it. Seeing the whole system site-packages instead (`venv --system-site-packages`) would
+also satisfy pytest or doit from there, and their commands would be missing from .venv/bin.
+Standard library only: it runs before the venv has anything.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from importlib import metadata
+from pathlib import Path
+
+
+def closure(name: str = "torch") -> dict[str, metadata.Distribution]:
+    """`name` and the installed distributions it requires, transitively (markers evaluated)."""
+    found: dict[str, metadata.Distribution] = {}
+    todo = [name]
+    while todo:
+        key = re.sub(r"[-_.]+", "-", todo.pop()).lower()
+        if key in found:
+            continue
+        try:
+            dist = metadata.distribution(key)
+        except metadata.PackageNotFoundError:
+            continue  # an optional requirement this machine does not have
+        found[key] = dist
+        for requirement in dist.requires or []:
+            spec, _, marker = requirement.partition(";")
+            if marker and not _applies(marker):
+                continue
+            todo.append(re.match(r"[A-Za-z0-9_.-]+", spec.strip())[0])
+    return found
+
+
+def _applies(marker: str) -> bool:
+    """A requirement's environment marker; `extra == ...` requirements are never wanted here."""
+    if "extra" in marker:
+        return False
+    try:
+        from packaging.markers import Marker
+    except ImportError:  # link it anyway: a distribution too many is harmless, the venv's pins come first
+        return True
+    return Marker(marker).evaluate()
+
+
+def top_levels(dist: metadata.Distribution) -> set[Path]:
+    """The site-packages entries a distribution installed (packages, modules, its .dist-info)."""
+    site = Path(dist.locate_file(""))
+    firsts = {Path(f).parts[0] for f in dist.files or []}
+    return {site / name for name in firsts if not name.startswith("..") and name != "__pycache__"}
+
+
+def main(venv_site: str) -> None:
+    target = Path(venv_site) / "system-torch"
+    target.mkdir(exist_ok=True)
+    dists = closure()
+    if "torch" not in dists:
+        sys.exit(f"TORCH=system: {sys.executable} imports no torch")
+    for dist in dists.values():
+        for entry in top_levels(dist):
+            link = target / entry.name
+            if entry.exists() and not link.exists():
+                link.symlink_to(entry)
+    (Path(venv_site) / "system-torch.pth").write_text(f"{target}\n")
+    where = dists["torch"].locate_file("")
+    sys.stdout.write(
+        f"TORCH=system: torch {dists['torch'].version} and {len(dists) - 1} distributions it needs, from {where}\n"
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
