@@ -159,6 +159,11 @@ class ExportParams(Section):
         description="device cuda: decode through CUDA graphs (genai_config enable_cuda_graph); the same greedy "
         "tokens, 2.4x the decode rate on the H200 (BENCHMARKS.md). Ignored on the CPU.",
     )
+    fuse_lora: bool = Field(
+        True,
+        description="One LoRA A product per projection input (q/k/v in one int4 MatMul, one branch for the "
+        "three); false: a branch per trained module, q/k/v apart (the older graph, for comparison).",
+    )
 
 
 class SmokeParams(Section):

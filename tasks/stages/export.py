@@ -59,8 +59,9 @@ def builder_command(awq_dir: Path, out: Path, cache: Path, cfg, split_qkv: bool)
     if wants_graphs(cfg):
         extra.append("enable_cuda_graph=true")  # genai captures the decode step once, replays it per token
     if split_qkv:
-        # One MatMul per q/k/v projection, for their own LoRA branches. genai 0.15 (the CUDA pin)
-        # knows only the older name, 0.18 both (the newer wins, the older draws a warning).
+        # One MatMul per q/k/v projection, for their own LoRA branches (export.fuse_lora: false).
+        # genai 0.15 (the CUDA pin) knows only the older name, 0.18 both (the newer wins, the older
+        # draws a warning).
         extra += ["fuse_qkv=false", "disable_qkv_fusion=true"]
     return [
         sys.executable,
@@ -95,7 +96,7 @@ def run(params, paths, out: Path, channel) -> dict:
         channel.progress("build ONNX, add LoRA", 0, 3)
         # The builder runs as its own process: it prints freely and loads the checkpoint fresh.
         subprocess.run(
-            builder_command(awq, out, Path(scratch), params.export, split_qkv(targets)),
+            builder_command(awq, out, Path(scratch), params.export, split_qkv(targets, params.export.fuse_lora)),
             check=True,
             cwd=scratch,
             # The builder stamps model.onnx with `git rev-parse HEAD` run five folders above its own
@@ -110,8 +111,8 @@ def run(params, paths, out: Path, channel) -> dict:
     model = onnx.load(model_file, load_external_data=False)  # weights stay in model.onnx.data
     if wants_graphs(params.export):
         select_without_if(model)  # LongRoPE's If (Phi-3.5) would keep CUDA graphs off
-    layers = json.loads((awq / "config.json").read_text())["num_hidden_layers"]
-    layout = add_lora_inputs(model, layers, targets)
+    config = json.loads((awq / "config.json").read_text())
+    layout = add_lora_inputs(model, config, targets, fuse=params.export.fuse_lora)
     onnx.save(model, model_file)
     graphs = cuda_graphs(out, params.export)
     channel.progress("build ONNX, add LoRA", 2, 3)

@@ -65,3 +65,35 @@ def test_the_users_lab_variables_do_not_steer_the_tests():
     out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", picked], cwd=ROOT, env=env,
                          capture_output=True, text=True)  # fmt: skip
     assert out.returncode == 0, out.stdout[-2000:]
+
+
+def _make_lines(*args: str) -> list[str]:
+    out = subprocess.run(["make", "-n", *args], cwd=ROOT, capture_output=True, text=True, check=True)
+    return out.stdout.splitlines()
+
+
+def test_system_torch_keeps_every_other_pin_and_links_only_torch_and_what_it_needs():
+    lines = _make_lines("setup", "TORCH=system", "DEVICE=cuda")
+    assert any("tasks/cli/system_torch.py" in line for line in lines)
+    assert any(line.startswith("grep -v '^torch==' constraints.txt > .venv/constraints.txt") for line in lines)
+    installs = [line for line in lines if "pip install" in line and "-c " in line]
+    assert installs and all("-c .venv/constraints.txt" in line for line in installs)
+    assert not any("system_torch" in line for line in _make_lines("setup", "DEVICE=cuda"))
+
+
+def test_the_link_set_is_torch_and_its_installed_requirements():
+    from tasks.cli.system_torch import closure, top_levels
+
+    dists = closure()
+    assert "torch" in dists and "pytest" not in dists and "doit" not in dists  # their commands stay in .venv/bin
+    names = {entry.name for entry in top_levels(dists["torch"])}
+    assert "torch" in names and any(n.endswith(".dist-info") for n in names)
+
+
+def test_a_cuda_wheelhouse_reads_no_pip_configuration_of_this_machine():
+    """A machine's pip config may add a folder of CPU wheels (torch 2.13.0+cpu satisfies ==2.13.0)."""
+    downloads = [line for line in _make_lines("wheelhouse", "DEVICE=cuda") if "pip download" in line or "pip wheel" in line]
+    assert len(downloads) == 4 and all(" --isolated " in line for line in downloads)
+    assert any("torch==2.13.0" in line for line in downloads)
+    system = [line for line in _make_lines("wheelhouse", "DEVICE=cuda", "TORCH=system") if "torch==2.13.0" in line]
+    assert not system  # the GPU machine's own torch serves
