@@ -105,6 +105,9 @@ def select_without_if(model) -> bool:
         graph.initializer.append(numpy_helper.from_array(_choices(short, long), table))
         gathers.append(helper.make_node("Gather", [table, chosen], [out], name=f"{BASE}/Gather_{out}", axis=0))
     del graph.node[index]
+    if not any(greater.output[0] in n.input for n in graph.node):
+        graph.node.remove(greater)  # the old test of the mask's shape: nothing reads it now
+        index -= 1
     for offset, new in enumerate(selector + gathers):  # where the If was: before its consumers
         graph.node.insert(index + offset, new)
     log.info("LongRoPE: the rotary cache is chosen by a Gather from seqlens_k, not an If (%d tokens)", original)
