@@ -20,35 +20,38 @@ from pathlib import Path
 
 
 def closure(name: str = "torch") -> dict[str, metadata.Distribution]:
-    """`name` and the installed distributions it requires, transitively (markers evaluated)."""
+    """`name` and the installed distributions it requires, transitively, with the extras each
+    requirement asks for (torch needs `cuda-toolkit[cudart, ...]`: the NVIDIA libraries are its extras)."""
     found: dict[str, metadata.Distribution] = {}
-    todo = [name]
+    todo = [(name, frozenset())]
+    seen = set()
     while todo:
-        key = re.sub(r"[-_.]+", "-", todo.pop()).lower()
-        if key in found:
+        wanted, extras = todo.pop()
+        key = re.sub(r"[-_.]+", "-", wanted).lower()
+        if (key, extras) in seen:
             continue
+        seen.add((key, extras))
         try:
-            dist = metadata.distribution(key)
+            dist = found.get(key) or metadata.distribution(key)
         except metadata.PackageNotFoundError:
             continue  # an optional requirement this machine does not have
         found[key] = dist
         for requirement in dist.requires or []:
             spec, _, marker = requirement.partition(";")
-            if marker and not _applies(marker):
+            if marker and not _applies(marker, extras):
                 continue
-            todo.append(re.match(r"[A-Za-z0-9_.-]+", spec.strip())[0])
+            m = re.match(r"\s*([A-Za-z0-9_.-]+)\s*(?:\[([^\]]*)\])?", spec)
+            todo.append((m[1], frozenset(e.strip() for e in (m[2] or "").split(",") if e.strip())))
     return found
 
 
-def _applies(marker: str) -> bool:
-    """A requirement's environment marker; `extra == ...` requirements are never wanted here."""
-    if "extra" in marker:
-        return False
+def _applies(marker: str, extras: frozenset) -> bool:
+    """A requirement's environment marker, for the extras its dependant asked for."""
     try:
         from packaging.markers import Marker
     except ImportError:  # link it anyway: a distribution too many is harmless, the venv's pins come first
         return True
-    return Marker(marker).evaluate()
+    return any(Marker(marker).evaluate({"extra": extra}) for extra in extras or {""})
 
 
 def top_levels(dist: metadata.Distribution) -> set[Path]:
