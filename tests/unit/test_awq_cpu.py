@@ -43,6 +43,14 @@ def _error(logits, reference) -> float:
     return float((logits - reference).norm() / reference.norm())
 
 
+@pytest.fixture(autouse=True)
+def cpu_only(monkeypatch):
+    """The CPU path on a machine with a GPU too: AutoAWQ moves each layer to the best device it finds
+    (seen on the H200: the test's CPU tensors then met CUDA ones). A CPU-planned quantize stage
+    runs with CUDA hidden (tasks/engine/child.py); the test hides it from AutoAWQ likewise."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
 def _awq(folder: Path, texts: list[str], **options):
     """AutoAWQ on the CPU as the quantize stage calls it (16 x 128 calibration, no clip search)."""
     from awq import AutoAWQForCausalLM
