@@ -62,10 +62,12 @@ def _choices(short, long):
     return np.stack([padded, long])
 
 
-def _selector_nodes(original: int) -> tuple[list, str]:
+def _selector_nodes(original: int) -> tuple[list, object, str]:
     """Nodes computing the index of the cache to use (0: short, 1: long) as a scalar int64 tensor,
-    every op one that onnxruntime's CUDA provider runs (float compare: lengths are exact in fp32)."""
-    from onnx import TensorProto, helper
+    every op one that onnxruntime's CUDA provider runs (float compare: lengths are exact in fp32);
+    the threshold they compare with (an initializer); the index's name."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
 
     longest = f"{BASE}/ReduceMax/output_0"
     nodes = [
@@ -78,13 +80,13 @@ def _selector_nodes(original: int) -> tuple[list, str]:
             "Cast", [f"{BASE}/Greater/output_0"], [f"{BASE}/index"], name=f"{BASE}/Cast_1", to=TensorProto.INT64
         ),
     ]
-    return nodes, f"{BASE}/index"
+    threshold = numpy_helper.from_array(np.array(original - 1, np.float32), f"{BASE}/last_short_position")
+    return nodes, threshold, f"{BASE}/index"
 
 
 def select_without_if(model) -> bool:
     """Replace the builder's LongRoPE If (in place) by a Gather from both caches; False when the
     graph has no such node. `model` is an onnx ModelProto (weights may stay external)."""
-    import numpy as np
     from onnx import helper, numpy_helper
 
     graph = model.graph
@@ -97,8 +99,8 @@ def select_without_if(model) -> bool:
     original = int(_constant(graph, greater.input[1]))
     branches = {attr.name: attr.g for attr in node.attribute}
     longs, shorts = _branch_tensors(branches["then_branch"]), _branch_tensors(branches["else_branch"])
-    selector, chosen = _selector_nodes(original)
-    graph.initializer.append(numpy_helper.from_array(np.array(original - 1, np.float32), f"{BASE}/last_short_position"))
+    selector, threshold, chosen = _selector_nodes(original)
+    graph.initializer.append(threshold)
     gathers = []
     for out, short, long in zip(node.output, shorts, longs, strict=True):
         table = f"{BASE}/{out}_choices"
