@@ -97,11 +97,12 @@ def _placement(nodes_by_prefix: dict, layer: int, module: str, columns: dict) ->
     for layout in TARGETS[module]:
         found = [nodes_by_prefix.get(f"/model/layers.{layer}/{folder}/") for folder, _ in layout]
         if all(found):
+            widths = [_features(node)[1] for node in found]
             spans = [
-                (0, _features(node)[1]) if share is None else columns[share]
-                for node, (_, share) in zip(found, layout, strict=True)
+                (0, width) if share is None else columns[share]
+                for width, (_, share) in zip(widths, layout, strict=True)
             ]
-            if any(end > _features(node)[1] for node, (_, end) in zip(found, spans, strict=True)):
+            if any(end > width for width, (_, end) in zip(widths, spans, strict=True)):
                 raise ValueError(f"model.layers.{layer}.{module}: wider than its ONNX projection")
             return [(node, *span) for node, span in zip(found, spans, strict=True)]
     raise ValueError(f"no ONNX node for model.layers.{layer}.{module}")
@@ -123,9 +124,14 @@ LAYOUT_FILE = "lora_layout.json"  # beside model.onnx: the LoRA inputs each adap
 PEFT_NAMES = {name.split(".")[-1]: name for name in TARGETS}  # qkv_proj -> self_attn.qkv_proj
 
 
+def _folder(node) -> str:
+    """A projection node's folder, dotted: /model/layers.0/attn/qkv_proj/MatMul -> model.layers.0.attn.qkv_proj."""
+    return node.name.rsplit("/", 1)[0].lstrip("/").replace("/", ".")
+
+
 def _branch_name(nodes: list) -> str:
     """model.layers.0.attn.qkv_proj, or model.layers.0.mlp.gate_proj+up_proj for nodes sharing an input."""
-    folders = [node.name.rsplit("/", 1)[0].lstrip("/").replace("/", ".") for node in nodes]
+    folders = [_folder(node) for node in nodes]
     return folders[0] + "".join("+" + f.rsplit(".", 1)[1] for f in folders[1:])
 
 
@@ -172,7 +178,7 @@ def add_lora_inputs(model, config: dict, modules: list[str], fuse: bool = True) 
         branches[name] = {"A": {"name": a_name, "in": k}, "B": []}
         for node in nodes:
             n = _features(node)[1]
-            b_name = node.name.rsplit("/", 1)[0].lstrip("/").replace("/", ".") + ".lora_B"
+            b_name = _folder(node) + ".lora_B"
             _declare(graph, b_name, io_type, [rank, n], np.zeros((0, n), np_type))
             y = node.output[0]
             node.output[0] = y + "/base"

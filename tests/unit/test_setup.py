@@ -92,7 +92,8 @@ def test_the_link_set_is_torch_and_its_installed_requirements():
 
 def test_a_cuda_wheelhouse_reads_no_pip_configuration_of_this_machine():
     """A machine's pip config may add a folder of CPU wheels (torch 2.13.0+cpu satisfies ==2.13.0)."""
-    downloads = [line for line in _make_lines("wheelhouse", "DEVICE=cuda") if "pip download" in line or "pip wheel" in line]
+    lines = _make_lines("wheelhouse", "DEVICE=cuda")
+    downloads = [line for line in lines if "pip download" in line or "pip wheel" in line]
     assert len(downloads) == 4 and all(" --isolated " in line for line in downloads)
     assert any("torch==2.13.0" in line for line in downloads)
     system = [line for line in _make_lines("wheelhouse", "DEVICE=cuda", "TORCH=system") if "torch==2.13.0" in line]
