@@ -1,5 +1,5 @@
-"""Where the project adapts AutoAWQ 0.2.9: its int4 packing without a Python loop per column, and
-its scale search made correct on the CPU.
+"""Where the project adapts AutoAWQ 0.2.9's packing: its int4 packing without a Python loop per column
+(its searches: tasks/ml/awq_search.py).
 
 AutoAWQ 0.2.9 rounds the weights one input column at a time and packs the nibbles one output
 column at a time: tens of thousands of tiny kernel launches per linear layer, about 70 s of a
@@ -45,35 +45,8 @@ def from_linear(cls, linear, w_bit, group_size, init_only=False, scales=None, ze
     return awq_linear
 
 
-def with_real_copies(compute_best_scale):
-    """Wrap AwqQuantizer._compute_best_scale so that, on the CPU, the weights it saves are copies.
-
-    It saves them with `{k: v.cpu() for k, v in module.state_dict().items()}` and reloads them after
-    each grid step. On CUDA `.cpu()` copies; on the CPU it returns the same tensors, so the first
-    step's in-place `fc.weight.mul_(scales)` is what gets "restored": every scaled layer kept a stray
-    per-channel factor (a real model answered "EEEE..."; tests/unit/test_awq_cpu.py). On the GPU nothing
-    changes, so its bytes stay AutoAWQ's own.
-    """
-
-    def compute(self, x, w_mean, x_mean, module2inspect, *args, **kwargs):
-        if next(module2inspect.parameters()).device.type != "cpu":
-            return compute_best_scale(self, x, w_mean, x_mean, module2inspect, *args, **kwargs)
-        state_dict = module2inspect.state_dict
-        module2inspect.state_dict = lambda *a, **k: {n: t.detach().clone() for n, t in state_dict(*a, **k).items()}
-        try:
-            return compute_best_scale(self, x, w_mean, x_mean, module2inspect, *args, **kwargs)
-        finally:
-            del module2inspect.state_dict  # the class's method again
-
-    compute.copies_on_cpu = True
-    return compute
-
-
 def install() -> None:
-    """Make AutoAWQ's quantizer pack with whole tensors and restore real copies on the CPU."""
+    """Make AutoAWQ's quantizer pack with whole tensors."""
     from awq.modules.linear.gemm import WQLinear_GEMM
-    from awq.quantize.quantizer import AwqQuantizer
 
     WQLinear_GEMM.from_linear = classmethod(from_linear)
-    if not getattr(AwqQuantizer._compute_best_scale, "copies_on_cpu", False):
-        AwqQuantizer._compute_best_scale = with_real_copies(AwqQuantizer._compute_best_scale)

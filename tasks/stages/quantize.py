@@ -64,11 +64,12 @@ def run(params, paths, out: Path, channel) -> dict:
     from transformers import AutoTokenizer
 
     from tasks.ml import awq_pack
+    from tasks.ml.awq_search import ResidentQuantizer
     from tasks.ml.awq_weights import ships_code
 
     # AutoAWQ walks the layers in a tqdm loop; report it as our progress bar.
     awq_quantizer.tqdm = device.reporting_tqdm(channel, "AWQ layers")
-    awq_pack.install()  # vectorized packing (same bytes); real weight copies in the CPU scale search
+    awq_pack.install()  # vectorized packing (same bytes)
     base = paths.output("base")
     texts = calibration_texts(params, paths)
     _check_group_size(base, cfg.q_group_size)
@@ -96,6 +97,7 @@ def run(params, paths, out: Path, channel) -> dict:
         max_calib_samples=cfg.max_calib_samples,
         max_calib_seq_len=cfg.max_calib_seq_len,
         apply_clip=cfg.clip_search,
+        quantizer_cls=ResidentQuantizer,  # AutoAWQ's search with the data kept on the device
     )
     model.save_quantized(str(out))
     tokenizer.save_pretrained(out)
