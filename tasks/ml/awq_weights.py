@@ -34,25 +34,27 @@ def dequantize_tensors(state: dict, bits: int, group_size: int) -> dict:
     return out
 
 
-def load_awq_state(awq_dir: Path) -> dict:
+def load_awq_state(awq_dir: Path, device: str = "cpu") -> dict:
     from safetensors.torch import load_file
 
     state = {}
     for shard in sorted(awq_dir.glob("*.safetensors")):
-        state.update(load_file(shard))
+        state.update(load_file(shard, device=device))
     return state
 
 
-def write_dequantized(awq_dir: Path, out: Path, dtype: str) -> None:
-    """Write the AWQ checkpoint as an ordinary HF checkpoint (no quantization_config) in `dtype`."""
+def write_dequantized(awq_dir: Path, out: Path, dtype: str, device: str = "cpu") -> None:
+    """Write the AWQ checkpoint as an ordinary HF checkpoint (no quantization_config) in `dtype`,
+    dequantized on `device`: the same bytes on a GPU (integer ops, one fp32 product, one rounding),
+    in a second instead of ~30 on a 16-core host for Phi-3.5 (BENCHMARKS.md)."""
     import torch
     from safetensors.torch import save_file
 
     config = json.loads((awq_dir / "config.json").read_text())
     qcfg = config.pop("quantization_config")
-    state = dequantize_tensors(load_awq_state(awq_dir), qcfg["bits"], qcfg["group_size"])
+    state = dequantize_tensors(load_awq_state(awq_dir, device), qcfg["bits"], qcfg["group_size"])
     torch_dtype = getattr(torch, dtype)
-    state = {k: v.to(torch_dtype) if v.is_floating_point() else v for k, v in state.items()}
+    state = {k: (v.to(torch_dtype) if v.is_floating_point() else v).cpu() for k, v in state.items()}
     out.mkdir(parents=True, exist_ok=True)
     save_file(state, out / "model.safetensors", metadata={"format": "pt"})
     config["dtype"] = dtype

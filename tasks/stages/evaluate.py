@@ -104,7 +104,7 @@ def torch_variants(params, paths, examples: list[dict], dev: str, channel) -> di
     del base
     channel.progress("models", 2, len(VARIANTS))
     with tempfile.TemporaryDirectory(prefix=".evaluate-", dir=paths.models) as scratch:
-        write_dequantized(paths.output("quantize"), Path(scratch), dtype)
+        write_dequantized(paths.output("quantize"), Path(scratch), dtype, dev)
         awq = load(scratch).to(dev).eval()
     tuned = PeftModel.from_pretrained(awq, str(paths.output("finetune"))).eval()
     losses["awq_adapter"] = torch_losses(tuned, examples, dev)

@@ -130,6 +130,20 @@ def _quiet_olive_telemetry() -> None:
     telemetry.Telemetry._is_ci_environment = staticmethod(lambda: True)
 
 
+def _olive_ids_by_file_names() -> None:
+    """Olive names its cache entries by a sha256 of every input-model file: 8.5 s of reading for
+    Phi-3.5's 7.6 GB on the H200 (BENCHMARKS.md). Its cache here is a scratch folder used once,
+    whose input model is written by this run: name it by its files' paths and sizes instead."""
+    from olive.common.utils import hash_string
+    from olive.model.config.model_config import ModelConfig
+
+    def by_name_and_size(self, path: Path) -> list[str]:
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        return [hash_string(f"{p}:{p.stat().st_size if p.is_file() else '-'}") for p in files]
+
+    ModelConfig._get_file_hash = by_name_and_size
+
+
 def check_trained(losses: list[dict], adapter: Path) -> None:
     """Fail on a diverged run: a non-finite loss or gradient that was not skipped, too many skipped
     steps, or a non-finite adapter (which every later stage would silently use)."""
@@ -171,12 +185,13 @@ def run(params, paths, out: Path, channel) -> dict:
     with tempfile.TemporaryDirectory(prefix=".finetune-", dir=paths.models) as scratch:
         work = Path(scratch)
         os.environ["HF_DATASETS_CACHE"] = str(work / "datasets")
-        write_dequantized(paths.output("quantize"), work / "base", dtype)
+        write_dequantized(paths.output("quantize"), work / "base", dtype, dev)
         losses: list[dict] = []
         skipped: list[int] = []
         import transformers.trainer
 
         _quiet_olive_telemetry()
+        _olive_ids_by_file_names()
         from olive.workflows import run as olive_run
 
         # Olive builds the Trainer itself; its default callbacks are the hook for progress and loss.

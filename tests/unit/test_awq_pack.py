@@ -36,3 +36,21 @@ def test_pack_int4_order():
     values = torch.arange(8, dtype=torch.int32).view(1, 8)
     # nibble i of the word holds column AWQ_ORDER[i]: 0, 2, 4, 6, 1, 3, 5, 7
     assert awq_pack.pack_int4(values).item() == int("75316420", 16)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="compares the GPU path: needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_dequantizing_on_the_gpu_gives_the_cpu_bytes(dtype):
+    """finetune and evaluate dequantize on their device: integer ops, one fp32 product and one
+    rounding to `dtype`, so the frozen base they train against is the same on either."""
+    from awq.modules.linear.gemm import WQLinear_GEMM
+
+    from tasks.ml.awq_weights import dequantize_tensors
+
+    linear, scales, zeros = _quantized_linear(512, 384, 128, seed=3)
+    packed = awq_pack.from_linear(WQLinear_GEMM, linear, 4, 128, scales=scales, zeros=zeros)
+    state = {f"l.{name}": getattr(packed, name) for name in ("qweight", "qzeros", "scales")}
+    on = {
+        dev: dequantize_tensors({k: v.to(dev) for k, v in state.items()}, 4, 128)["l.weight"] for dev in ("cpu", "cuda")
+    }
+    assert torch.equal(on["cpu"].to(dtype), on["cuda"].to(dtype).cpu())
