@@ -90,6 +90,26 @@ def test_the_link_set_is_torch_and_its_installed_requirements():
     assert "torch" in names and any(n.endswith(".dist-info") for n in names)
 
 
+def test_linked_packages_are_byte_compiled_where_they_live(tmp_path):
+    """An image without .pyc files (PYTHONDONTWRITEBYTECODE=1) would have every stage compile torch
+    again; setup compiles them once, into the folder imports through the link read."""
+    from tasks.cli.system_torch import precompile
+
+    real = tmp_path / "image" / "pkg"
+    real.mkdir(parents=True)
+    (real / "__init__.py").write_text("VALUE = 1\n")
+    (tmp_path / "image" / "single.py").write_text("X = 2\n")
+    links = tmp_path / "venv"
+    links.mkdir()
+    for name in ("pkg", "single.py"):
+        (links / name).symlink_to(tmp_path / "image" / name)
+    assert precompile(sorted(links.iterdir())) == 0
+    assert [p.name.split(".")[0] for p in (real / "__pycache__").iterdir()] == ["__init__"]
+    assert [p.name.split(".")[0] for p in (links / "__pycache__").iterdir()] == ["single"]
+    (real / "broken.py").write_text("def (:\n")
+    assert precompile([links / "pkg"]) == 1  # counted, not fatal
+
+
 def test_a_cuda_wheelhouse_reads_no_pip_configuration_of_this_machine():
     """A machine's pip config may add a folder of CPU wheels (torch 2.13.0+cpu satisfies ==2.13.0)."""
     lines = _make_lines("wheelhouse", "DEVICE=cuda")
