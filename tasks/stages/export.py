@@ -3,9 +3,10 @@ adapter: a LoRA branch (graph inputs of any rank) on each projection any adapter
 adapter's weights become their own file (stages/adapter.py), so adding or retraining one adapter
 leaves this model's bytes alone.
 
-onnxruntime-genai's model builder is called directly: Olive 0.13's ModelBuilder pass targets the
-builder API that genai >= 0.15 removed (../shared/notes/stack.md). The builder repacks the AWQ
-weights as they are, so the ONNX base keeps the AWQ grid instead of being quantized again.
+onnxruntime-genai's model builder is called directly (through tasks/ml/genai_builder.py): Olive
+0.13's ModelBuilder pass targets the builder API that genai >= 0.15 removed (../shared/notes/stack.md).
+The builder repacks the AWQ weights as they are, so the ONNX base keeps the AWQ grid instead of being
+quantized again.
 """
 
 from __future__ import annotations
@@ -45,7 +46,10 @@ STAGE = Stage(
 )
 
 
-def builder_command(awq_dir: Path, out: Path, cache: Path, cfg, split_qkv: bool) -> list[str]:
+def builder_command(
+    awq_dir: Path, out: Path, cache: Path, cfg, split_qkv: bool, profile_to: Path | None = None
+) -> list[str]:
+    from tasks.ml import genai_builder
     from tasks.ml.awq_weights import ships_code
 
     extra = [f"accuracy_level={cfg.accuracy_level}"]
@@ -63,10 +67,13 @@ def builder_command(awq_dir: Path, out: Path, cache: Path, cfg, split_qkv: bool)
         # genai 0.15 (the CUDA pin) knows only the older name, 0.18 both (the newer wins, the older
         # draws a warning).
         extra += ["fuse_qkv=false", "disable_qkv_fusion=true"]
+    # Under LAB_PROFILE the builder's own process is profiled too (the stage's profile sees a wait).
+    profile = ["-m", "cProfile", "-o", str(profile_to)] if profile_to else []
     return [
         sys.executable,
+        *profile,
         "-m",
-        "onnxruntime_genai.models.builder",
+        genai_builder.__name__,  # the builder, its int4 packing word-wise on 0.15 (tasks/ml/genai_builder.py)
         "-i",
         str(awq_dir),
         "-o",
@@ -96,7 +103,14 @@ def run(params, paths, out: Path, channel) -> dict:
         channel.progress("build ONNX, add LoRA", 0, 3)
         # The builder runs as its own process: it prints freely and loads the checkpoint fresh.
         subprocess.run(
-            builder_command(awq, out, Path(scratch), params.export, split_qkv(targets, params.export.fuse_lora)),
+            builder_command(
+                awq,
+                out,
+                Path(scratch),
+                params.export,
+                split_qkv(targets, params.export.fuse_lora),
+                _profile_file(paths),
+            ),
             check=True,
             cwd=scratch,
             # The builder stamps model.onnx with `git rev-parse HEAD` run five folders above its own
@@ -124,6 +138,13 @@ def run(params, paths, out: Path, channel) -> dict:
         "lora_targets": ",".join(targets),
     }
     return summary | ({"cuda_graph": graphs} if graphs else {})
+
+
+def _profile_file(paths) -> Path | None:
+    """logs/export.builder.prof when LAB_PROFILE is set (tasks/engine/child.py profiles the stage)."""
+    from tasks.engine.child import PROFILE_ENV
+
+    return paths.logs / "export.builder.prof" if os.environ.get(PROFILE_ENV) else None
 
 
 def wants_graphs(cfg) -> bool:

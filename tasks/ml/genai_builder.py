@@ -1,0 +1,48 @@
+"""onnxruntime-genai's model builder, run as `python -m tasks.ml.genai_builder ARGS` (the builder's own
+arguments), with its int4 packing done word by word instead of bit by bit.
+
+The builder of onnxruntime-genai-cuda 0.15.2 (the CUDA pin) repacks an AWQ checkpoint for MatMulNBits
+by expanding every packed value into one int64 per bit, shifting and summing them: most of the 112 s
+the export spent in the builder on the H200 for Phi-3.5-mini (BENCHMARKS.md). Later builders (0.18,
+the CPU pin) pack a word's values one shift at a time; this backports that to 0.15 builders, whose
+packing lives in the top-level `quantized_model` module. The bytes are the same
+(tests/unit/test_genai_builder.py); a builder that already packs this way is run as it is.
+"""
+
+from __future__ import annotations
+
+import runpy
+
+
+def pack_on_row(self, tensor, bits: int, transpose: bool, packed_dtype=None):
+    """The builder's pack_on_row_for_2_4_8_bits: each row's values (their low `bits` bits), in order,
+    into words of `packed_dtype` (int32 by default), the first value in the lowest bits; a short last
+    word is zero-padded."""
+    import torch
+
+    packed_dtype = packed_dtype or torch.int32
+    rows = tensor.T if transpose else tensor
+    per_word = torch.iinfo(packed_dtype).bits // bits
+    words = torch.zeros((rows.shape[0], -(-rows.shape[1] // per_word)), dtype=packed_dtype, device=rows.device)
+    mask = (1 << bits) - 1
+    for slot in range(per_word):
+        values = rows[:, slot::per_word].to(packed_dtype) & mask
+        words[:, : values.shape[1]] |= values << (slot * bits)
+    return words.T if transpose else words
+
+
+def patch_old_builder() -> bool:
+    """Give a 0.15-layout builder the word-wise packing; False where the builder has its own."""
+    import onnxruntime_genai.models  # noqa: F401  (puts the builder's folder on sys.path)
+
+    try:
+        import quantized_model  # the 0.15 layout; 0.18 moved it to loaders/ and packs word-wise
+    except ImportError:
+        return False
+    quantized_model.QuantizedModel.pack_on_row_for_2_4_8_bits = pack_on_row
+    return True
+
+
+if __name__ == "__main__":
+    patch_old_builder()
+    runpy.run_module("onnxruntime_genai.models.builder", run_name="__main__", alter_sys=True)
