@@ -7,6 +7,8 @@ of them, never a worse one. On a GPU, the whole quantization is compared with Au
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from awq.quantize.quantizer import AwqQuantizer
@@ -62,31 +64,30 @@ def test_clip_search_over_several_row_batches(monkeypatch):
     assert torch.equal(whole, batched)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="compares the GPU path: needs CUDA")
-def test_resident_quantizer_matches_autoawq_on_the_gpu(tmp_path):
-    """The whole fp16 quantization on CUDA, ours against AutoAWQ's own (which is correct on a GPU):
-    the same error against the float model, within rounding."""
-    from awq import AutoAWQForCausalLM
-    from transformers import AutoTokenizer
+def quantized_logits_error(cls, device: str) -> float:
+    """AutoAWQ with quantizer `cls` on `device` (fp16 on CUDA), scaled and clipped, then rounded as the
+    packed model would be: its logits' relative error against the float model with outlier channels."""
+    import tempfile
 
-    from tasks.ml import awq_pack
+    from awq import AutoAWQForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tasks.ml.qa_data import parse_records
     from tasks.ml.synthetic_model import add_outlier_channels, make_synthetic_model
 
-    texts = [f"question {i}: where should I travel in spring? answer: somewhere warm, {i} times" for i in range(64)]
-    make_synthetic_model(texts, tmp_path, "tiny", seed=1234, vocab_size=1024)
-    from transformers import AutoModelForCausalLM
-
-    reference = AutoModelForCausalLM.from_pretrained(tmp_path, torch_dtype=torch.float16).eval()
-    add_outlier_channels(reference, seed=0)
-    reference.save_pretrained(tmp_path)
-    tokenizer = AutoTokenizer.from_pretrained(tmp_path)
-    ids = torch.tensor([tokenizer(" ".join(texts[-4:]))["input_ids"][:128]]).cuda()
-    with torch.no_grad():
-        expected = reference.cuda()(ids).logits.float()
-    awq_pack.install()
-    errors = {}
-    for cls in (AwqQuantizer, ResidentQuantizer):
-        model = AutoAWQForCausalLM.from_pretrained(str(tmp_path), torch_dtype=torch.float16, use_cache=False)
+    dtype = torch.float16 if device == "cuda" else torch.float32
+    records, _ = parse_records(Path(__file__).resolve().parents[2] / "data" / "data_sample_travel.jsonl")
+    texts = [f"{r['prompt']}\n{r['response']}" for r in records][:64]
+    with tempfile.TemporaryDirectory() as tmp:
+        make_synthetic_model(texts, Path(tmp), "tiny", seed=1234, vocab_size=1024)
+        reference = AutoModelForCausalLM.from_pretrained(tmp, dtype=dtype).eval()
+        add_outlier_channels(reference, seed=0)
+        reference.save_pretrained(tmp)
+        tokenizer = AutoTokenizer.from_pretrained(tmp)
+        ids = torch.tensor([tokenizer(" ".join(texts[-4:]))["input_ids"][:128]]).to(device)
+        with torch.no_grad():
+            expected = reference.to(device)(ids).logits.float()
+        model = AutoAWQForCausalLM.from_pretrained(tmp, torch_dtype=dtype, use_cache=False)
         model.quantize(
             tokenizer,
             quant_config={"zero_point": True, "q_group_size": 128, "w_bit": 4, "version": "GEMM"},
@@ -96,10 +97,17 @@ def test_resident_quantizer_matches_autoawq_on_the_gpu(tmp_path):
             quantizer_cls=cls,
             export_compatible=True,  # scaled and clipped, not packed: a float model to compare
         )
-        for layer in model.quantizer.modules:  # the rounding the packed model would have
-            for linear in [m for m in layer.modules() if isinstance(m, torch.nn.Linear)]:
-                linear.weight.data = model.quantizer.pseudo_quantize_tensor(linear.weight.data)[0]
-        with torch.no_grad():
-            logits = model.model.cuda()(ids).logits.float()
-        errors[cls.__name__] = float((logits - expected).norm() / expected.norm())
-    assert errors["ResidentQuantizer"] <= 1.05 * errors["AwqQuantizer"], errors
+    for layer in model.quantizer.modules:  # the rounding the packed model would have
+        for linear in [m for m in layer.modules() if isinstance(m, torch.nn.Linear)]:
+            linear.weight.data = model.quantizer.pseudo_quantize_tensor(linear.weight.data)[0]
+    with torch.no_grad():
+        logits = model.model.to(device)(ids).logits.float()
+    return float((logits - expected).norm() / expected.norm())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="compares the GPU path: needs CUDA")
+def test_resident_quantizer_matches_autoawq_on_the_gpu():
+    """The whole fp16 quantization on CUDA, ours against AutoAWQ's own (which is correct on a GPU):
+    the same error against the float model, within rounding."""
+    ours, theirs = (quantized_logits_error(cls, "cuda") for cls in (ResidentQuantizer, AwqQuantizer))
+    assert ours <= 1.05 * theirs, (ours, theirs)
