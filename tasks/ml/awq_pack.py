@@ -25,6 +25,12 @@ def pack_int4(values: torch.Tensor) -> torch.Tensor:
     return packed
 
 
+def unpack_int4(words: torch.Tensor) -> torch.Tensor:
+    """[rows, cols / 8] int32 words -> [rows, cols] int32 nibbles: pack_int4's inverse."""
+    shifts = torch.tensor([4 * AWQ_ORDER.index(c) for c in range(8)], dtype=torch.int32, device=words.device)
+    return ((words.unsqueeze(-1) >> shifts) & 0xF).view(words.shape[0], -1)
+
+
 def from_linear(cls, linear, w_bit, group_size, init_only=False, scales=None, zeros=None):
     """Drop-in for WQLinear_GEMM.from_linear (4 bits, GEMM layout): same arguments, same result."""
     awq_linear = cls(

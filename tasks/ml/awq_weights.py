@@ -18,16 +18,22 @@ SIDE_FILES = (
 def dequantize_tensors(state: dict, bits: int, group_size: int) -> dict:
     """Replace every AWQ (qweight, qzeros, scales) triple by a float32 `weight` [out, in].
 
-    AutoAWQ's own unpacking is used (nibble order [0,2,4,6,1,3,5,7]); scales are upcast first so
-    that (q - z) * s is exact rather than rounded to fp16.
+    AutoAWQ's GEMM layout (nibble order [0,2,4,6,1,3,5,7]: tasks/ml/awq_pack.py), unpacked as its own
+    dequantize_gemm does (tests/unit/test_awq_pack.py), without importing AutoAWQ: its package
+    imports every model it supports, 5 s of a stage on 2 cores. Scales are upcast first so that
+    (q - z) * s is exact rather than rounded to fp16.
     """
-    from awq.utils.packing_utils import dequantize_gemm
+    from tasks.ml.awq_pack import unpack_int4
 
+    if bits != 4:
+        raise ValueError(f"AWQ GEMM checkpoints hold 4-bit weights, not {bits}")
     out = {}
     for key, tensor in state.items():
         if key.endswith(".qweight"):
             prefix = key[: -len(".qweight")]
-            w = dequantize_gemm(tensor, state[prefix + ".qzeros"], state[prefix + ".scales"].float(), bits, group_size)
+            per_row = lambda t: t.repeat_interleave(group_size, dim=0)  # noqa: E731  [groups, out] -> [in, out]
+            zeros, scales = unpack_int4(state[prefix + ".qzeros"]), state[prefix + ".scales"].float()
+            w = (unpack_int4(tensor) - per_row(zeros)) * per_row(scales)
             out[prefix + ".weight"] = w.t().contiguous()
         elif not key.endswith((".qzeros", ".scales")):
             out[key] = tensor.float() if tensor.is_floating_point() else tensor

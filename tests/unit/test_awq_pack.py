@@ -32,6 +32,26 @@ def test_vectorized_packing_is_bit_identical_to_autoawq(out_features, in_feature
     assert ours.qweight.dtype == torch.int32 and ours.qweight.shape == (in_features, out_features // 8)
 
 
+def test_dequantizing_gives_autoawqs_own_weights():
+    """awq_weights unpacks without AutoAWQ (its import costs seconds): AutoAWQ's dequantize_gemm's values."""
+    from awq.modules.linear.gemm import WQLinear_GEMM
+    from awq.utils.packing_utils import dequantize_gemm
+
+    from tasks.ml.awq_weights import dequantize_tensors
+
+    linear, scales, zeros = _quantized_linear(384, 512, 128, seed=7)
+    packed = awq_pack.from_linear(WQLinear_GEMM, linear, 4, 128, scales=scales, zeros=zeros)
+    ours = dequantize_tensors(
+        {"l.qweight": packed.qweight, "l.qzeros": packed.qzeros, "l.scales": packed.scales}, 4, 128
+    )
+    theirs = dequantize_gemm(packed.qweight, packed.qzeros, packed.scales.float(), 4, 128).t()
+    assert torch.equal(ours["l.weight"], theirs) and ours["l.weight"].shape == (384, 512)
+    assert torch.equal(
+        awq_pack.unpack_int4(awq_pack.pack_int4(torch.arange(16, dtype=torch.int32).view(2, 8) % 16)),
+        torch.arange(16, dtype=torch.int32).view(2, 8),
+    )
+
+
 def test_pack_int4_order():
     values = torch.arange(8, dtype=torch.int32).view(1, 8)
     # nibble i of the word holds column AWQ_ORDER[i]: 0, 2, 4, 6, 1, 3, 5, 7
