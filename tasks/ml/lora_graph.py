@@ -152,30 +152,12 @@ def _branches(nodes_by_prefix: dict, layers: int, modules: list[str], columns: d
     return {names[g]: nodes for g, nodes in groups.items()}, {k: (names[g], p) for k, (g, p) in placed.items()}
 
 
-def _a_product(x: str, a_name: str, k: int, rank: str, io_type: int, np_type, transposed: bool):
-    """The A input's declaration (dims, zero-size default) and the node computing x @ A. Transposed,
-    A is stored [r, K] and read by FusedMatMul(transB=1): for one decoded token on CUDA, cuBLAS then
-    takes r dot products along contiguous rows instead of splitting K over a GEMM and a reduction
-    (5.7 us of a branch's 9.6 on the H200: BENCHMARKS.md, benchmarks/lora_kernels.py)."""
-    import numpy as np
-    from onnx import helper
-
-    if transposed:
-        node = helper.make_node(
-            "FusedMatMul", [x, a_name], [a_name + "/out"], name=a_name + "/MatMul", domain="com.microsoft", transB=1
-        )
-        return [rank, k], np.zeros((0, k), np_type), node
-    node = helper.make_node("MatMul", [x, a_name], [a_name + "/out"], name=a_name + "/MatMul")
-    return [k, rank], np.zeros((k, 0), np_type), node
-
-
-def add_lora_inputs(model, config: dict, modules: list[str], fuse: bool = True, a_transposed: bool = False) -> dict:
+def add_lora_inputs(model, config: dict, modules: list[str], fuse: bool = True) -> dict:
     """Insert LoRA branches after the target projections of every layer (in place): per branch an A
     graph input (x @ A, once for every node of the branch) and per node a B input (y += (x @ A) @ B),
     of any rank. Adapters trained on any subset of these modules, at any rank, fit. Returns the
-    layout the adapter files are written against: {"dtype", "branches": {name: {"A": {name, in,
-    transposed}, "B": [{name, out}]}}, "modules": {peft module: {"branch", "parts": [[B index, first,
-    end]]}}}; a transposed A is stored [r, K] (_a_product says why)."""
+    layout the adapter files are written against: {"dtype", "branches": {name: {"A": {name, in},
+    "B": [{name, out}]}}, "modules": {peft module: {"branch", "parts": [[B index, first, end]]}}}."""
     import numpy as np
     from onnx import helper
 
@@ -188,11 +170,12 @@ def add_lora_inputs(model, config: dict, modules: list[str], fuse: bool = True, 
     branches = {}
     for name, nodes in groups.items():
         a_name, rank, (k, _) = f"{name}.lora_A", f"{name}.r", _features(nodes[0])
+        _declare(graph, a_name, io_type, [k, rank], np.zeros((k, 0), np_type))
         first = nodes[0]
-        dims, default, product = _a_product(first.input[0], a_name, k, rank, io_type, np_type, a_transposed)
-        _declare(graph, a_name, io_type, dims, default)
-        after.setdefault(first.name, []).append(product)
-        branches[name] = {"A": {"name": a_name, "in": k, "transposed": a_transposed}, "B": []}
+        after.setdefault(first.name, []).append(
+            helper.make_node("MatMul", [first.input[0], a_name], [a_name + "/out"], name=a_name + "/MatMul")
+        )
+        branches[name] = {"A": {"name": a_name, "in": k}, "B": []}
         for node in nodes:
             n = _features(node)[1]
             b_name = _folder(node) + ".lora_B"
@@ -245,9 +228,8 @@ def adapter_weights(layout: dict, pairs: dict, scale: float) -> dict:
     weights = {}
     for name, members in by_branch.items():
         branch = layout["branches"][name]
-        a = np.concatenate([ab["A"].T for ab, _ in members], axis=1)  # [K, r]
+        a = np.concatenate([ab["A"].T for ab, _ in members], axis=1)
         bs = [np.zeros((a.shape[1], b["out"]), np.float32) for b in branch["B"]]
-        a = a.T if branch["A"].get("transposed") else a
         row = 0
         for ab, parts in members:
             rank, out_row = ab["A"].shape[0], 0

@@ -126,9 +126,7 @@ def run(params, paths, out: Path, channel) -> dict:
     if wants_graphs(params.export):
         select_without_if(model)  # LongRoPE's If (Phi-3.5) would keep CUDA graphs off
     config = json.loads((awq / "config.json").read_text())
-    # CUDA: x @ A as r dot products over a stored A^T (tasks/ml/lora_graph.py: _a_product)
-    cuda = params.export.device == "cuda"
-    layout = add_lora_inputs(model, config, targets, fuse=params.export.fuse_lora, a_transposed=cuda)
+    layout = add_lora_inputs(model, config, targets, fuse=params.export.fuse_lora)
     onnx.save(model, model_file)
     graphs = cuda_graphs(out, params.export)
     channel.progress("build ONNX, add LoRA", 2, 3)

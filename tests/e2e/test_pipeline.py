@@ -53,8 +53,6 @@ def test_smoke_answers_with_and_without_adapter(built):
 def test_a_cuda_export_loads_and_answers_on_the_cpu(built_copy):
     """The CUDA artifact (fp16 I/O and adapter, CUDA graphs in its config) runs on the CPU build of
     onnxruntime-genai too, and computes what the torch reference does (the int8-compute budget)."""
-    import onnx
-
     edit_params(built_copy, "device: cpu         # cpu | cuda", "device: cuda        # cpu | cuda")
     run = doit(built_copy)
     assert run.returncode == 0 and run.ran == ["export", "adapter:travel", "smoke:travel", "evaluate:travel"], (
@@ -63,13 +61,6 @@ def test_a_cuda_export_loads_and_answers_on_the_cpu(built_copy):
     config = json.loads((built_copy / "models/tiny/onnx-ao/model/genai_config.json").read_text())
     providers = config["model"]["decoder"]["session_options"]["provider_options"]
     assert [p["cuda"].get("enable_cuda_graph") for p in providers if "cuda" in p] == ["1"]
-    # x @ A reads A stored transposed (FusedMatMul, transB=1): the form cuBLAS runs as dot products
-    model_dir = built_copy / "models/tiny/onnx-ao/model"
-    layout = json.loads((model_dir / "lora_layout.json").read_text())
-    assert layout["branches"] and all(b["A"]["transposed"] for b in layout["branches"].values())
-    graph = onnx.load(model_dir / "model.onnx", load_external_data=False).graph
-    a_nodes = [n for n in graph.node if n.name.endswith(".lora_A/MatMul")]
-    assert len(a_nodes) == len(layout["branches"]) and {n.op_type for n in a_nodes} == {"FusedMatMul"}
     answers = json.loads((built_copy / "models/tiny/smoke/travel/answers.json").read_text())
     assert (
         answers["device"] == "cpu"
