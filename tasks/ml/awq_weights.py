@@ -15,8 +15,9 @@ SIDE_FILES = (
 )
 
 
-def dequantize_tensors(state: dict, bits: int, group_size: int) -> dict:
-    """Replace every AWQ (qweight, qzeros, scales) triple by a float32 `weight` [out, in].
+def dequantized(state: dict, bits: int, group_size: int):
+    """(name, tensor) of the checkpoint with every AWQ (qweight, qzeros, scales) triple as one float32
+    `weight` [out, in], one at a time (on a GPU, Phi-3.5 in float32 at once would take 15 GB).
 
     AutoAWQ's GEMM layout (nibble order [0,2,4,6,1,3,5,7]: tasks/ml/awq_pack.py), unpacked as its own
     dequantize_gemm does (tests/unit/test_awq_pack.py), without importing AutoAWQ: its package
@@ -27,17 +28,19 @@ def dequantize_tensors(state: dict, bits: int, group_size: int) -> dict:
 
     if bits != 4:
         raise ValueError(f"AWQ GEMM checkpoints hold 4-bit weights, not {bits}")
-    out = {}
+    per_row = lambda t: t.repeat_interleave(group_size, dim=0)  # noqa: E731  [groups, out] -> [in, out]
     for key, tensor in state.items():
         if key.endswith(".qweight"):
             prefix = key[: -len(".qweight")]
-            per_row = lambda t: t.repeat_interleave(group_size, dim=0)  # noqa: E731  [groups, out] -> [in, out]
             zeros, scales = unpack_int4(state[prefix + ".qzeros"]), state[prefix + ".scales"].float()
-            w = (unpack_int4(tensor) - per_row(zeros)) * per_row(scales)
-            out[prefix + ".weight"] = w.t().contiguous()
+            yield prefix + ".weight", ((unpack_int4(tensor) - per_row(zeros)) * per_row(scales)).t().contiguous()
         elif not key.endswith((".qzeros", ".scales")):
-            out[key] = tensor.float() if tensor.is_floating_point() else tensor
-    return out
+            yield key, tensor.float() if tensor.is_floating_point() else tensor
+
+
+def dequantize_tensors(state: dict, bits: int, group_size: int) -> dict:
+    """The whole checkpoint dequantized to float32 (dequantized() says how)."""
+    return dict(dequantized(state, bits, group_size))
 
 
 def load_awq_state(awq_dir: Path, device: str = "cpu") -> dict:
@@ -58,9 +61,9 @@ def write_dequantized(awq_dir: Path, out: Path, dtype: str, device: str = "cpu")
 
     config = json.loads((awq_dir / "config.json").read_text())
     qcfg = config.pop("quantization_config")
-    state = dequantize_tensors(load_awq_state(awq_dir, device), qcfg["bits"], qcfg["group_size"])
     torch_dtype = getattr(torch, dtype)
-    state = {k: (v.to(torch_dtype) if v.is_floating_point() else v).cpu() for k, v in state.items()}
+    weights = dequantized(load_awq_state(awq_dir, device), qcfg["bits"], qcfg["group_size"])
+    state = {k: (v.to(torch_dtype) if v.is_floating_point() else v).cpu() for k, v in weights}
     out.mkdir(parents=True, exist_ok=True)
     save_file(state, out / "model.safetensors", metadata={"format": "pt"})
     config["dtype"] = dtype
