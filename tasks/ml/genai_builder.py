@@ -1,12 +1,14 @@
 """onnxruntime-genai's model builder, run as `python -m tasks.ml.genai_builder ARGS` (the builder's own
-arguments), with its int4 packing done word by word instead of bit by bit.
+arguments), with its AWQ int4 words packed and unpacked whole instead of bit by bit.
 
 The builder of onnxruntime-genai-cuda 0.15.2 (the CUDA pin) repacks an AWQ checkpoint for MatMulNBits
-by expanding every packed value into one int64 per bit, shifting and summing them: most of the 112 s
-the export spent in the builder on the H200 for Phi-3.5-mini (BENCHMARKS.md). Later builders (0.18,
-the CPU pin) pack a word's values one shift at a time; this backports that to 0.15 builders, whose
-packing lives in the top-level `quantized_model` module. The bytes are the same
-(tests/unit/test_genai_builder.py); a builder that already packs this way is run as it is.
+on the CPU. It packed by expanding every value into one int64 per bit, shifting and summing them:
+most of the 112 s the export spent in the builder on the H200 for Phi-3.5-mini (BENCHMARKS.md).
+Later builders (0.18, the CPU pin) pack a word's values one shift at a time: backported here. It
+unpacks AWQ's words into int64 nibbles and then undoes AWQ's nibble order with a gather over every
+column: here one shift per nibble into its place (tasks/ml/awq_pack.py's unpack_int4), int32.
+Both live in 0.15's top-level `quantized_model` module; the bytes are the same
+(tests/unit/test_genai_builder.py), and a builder of the later layout is run as it is.
 """
 
 from __future__ import annotations
@@ -31,8 +33,24 @@ def pack_on_row(self, tensor, bits: int, transpose: bool, packed_dtype=None):
     return words.T if transpose else words
 
 
+def unpack_awq_qweight(self, module) -> None:
+    """AWQModel.unpack_qweight: [K, N / 8] AWQ words -> [K, N] nibbles in column order."""
+    from tasks.ml.awq_pack import unpack_int4
+
+    module.qweight = unpack_int4(module.qweight)
+
+
+def unpack_awq_qzeros(self, module) -> None:
+    """AWQModel.unpack_qzeros: [K / group, N / 8] AWQ words -> [K / group, N] zero points in column order."""
+    from tasks.ml.awq_pack import unpack_int4
+
+    if module.qzeros is not None:
+        module.qzeros = unpack_int4(module.qzeros)
+
+
 def patch_old_builder() -> bool:
-    """Give a 0.15-layout builder the word-wise packing; False where the builder has its own."""
+    """Give a 0.15-layout builder the word-wise packing and unpacking; False where the builder is of
+    the later layout."""
     import onnxruntime_genai.models  # noqa: F401  (puts the builder's folder on sys.path)
 
     try:
@@ -40,6 +58,8 @@ def patch_old_builder() -> bool:
     except ImportError:
         return False
     quantized_model.QuantizedModel.pack_on_row_for_2_4_8_bits = pack_on_row
+    quantized_model.AWQModel.unpack_qweight = unpack_awq_qweight
+    quantized_model.AWQModel.unpack_qzeros = unpack_awq_qzeros
     return True
 
 
