@@ -68,7 +68,10 @@ def test_the_users_lab_variables_do_not_steer_the_tests():
 
 
 def _make_lines(*args: str) -> list[str]:
-    out = subprocess.run(["make", "-n", *args], cwd=ROOT, capture_output=True, text=True, check=True)
+    """What `make -n ARGS` would run, as a user's shell asks it: a `make test-fast VENV=...` that runs
+    this test passes its variables down through MAKEFLAGS, which must not steer the dry run."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    out = subprocess.run(["make", "-n", *args], cwd=ROOT, capture_output=True, text=True, check=True, env=env)
     return out.stdout.splitlines()
 
 
