@@ -113,10 +113,7 @@ def run(params, paths, out: Path, channel) -> dict:
             ),
             check=True,
             cwd=scratch,
-            # The builder stamps model.onnx with `git rev-parse HEAD` run five folders above its own
-            # file: inside this checkout when .venv is in it, so every commit changed the model's
-            # bytes. With no repository to find it takes the wheel's own commit.
-            env={**os.environ, "GIT_DIR": str(Path(scratch) / "no-repository")},
+            env=builder_env(paths.root, Path(scratch)),
             stdout=sys.stderr,
             preexec_fn=die_with_parent,
         )
@@ -138,6 +135,18 @@ def run(params, paths, out: Path, channel) -> dict:
         "lora_targets": ",".join(targets),
     }
     return summary | ({"cuda_graph": graphs} if graphs else {})
+
+
+def builder_env(root: Path, scratch: Path) -> dict:
+    """The builder process's environment.
+    - PYTHONPATH starts at this project: `-m tasks.ml.genai_builder` runs from the scratch folder, where
+      a venv shared with another checkout (an editable install of that one) would find its wrapper,
+      not the one this project's fingerprint holds.
+    - The builder stamps model.onnx with `git rev-parse HEAD` run five folders above its own file:
+      inside this checkout when .venv is in it, so every commit changed the model's bytes. With no
+      repository to find (GIT_DIR) it takes the wheel's own commit."""
+    path = os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, "GIT_DIR": str(scratch / "no-repository")}
 
 
 def _profile_file(paths) -> Path | None:

@@ -87,3 +87,26 @@ def test_the_export_runs_the_builder_through_the_wrapper(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     command = builder_command(tmp_path, tmp_path / "out", tmp_path / "cache", cfg, split_qkv=False)
     assert command[1:3] == ["-m", "tasks.ml.genai_builder"]
+
+
+def test_the_builder_imports_the_wrapper_of_its_own_project(tmp_path, monkeypatch):
+    """It runs from a scratch folder: with a venv another checkout installed (editable), `tasks` would
+    come from that checkout unless the project comes first on PYTHONPATH."""
+    import subprocess
+    import sys
+
+    from tasks.stages.export import builder_env
+
+    project, scratch = tmp_path / "project", tmp_path / "project" / "models" / ".export-x"
+    (project / "tasks" / "ml").mkdir(parents=True)
+    scratch.mkdir(parents=True)
+    for name in ("tasks/__init__.py", "tasks/ml/__init__.py"):
+        (project / name).write_text("")
+    (project / "tasks/ml/genai_builder.py").write_text("print('this project')\n")
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    env = builder_env(project, scratch)
+    assert env["PYTHONPATH"] == f"{project}:/elsewhere" and env["GIT_DIR"] == str(scratch / "no-repository")
+    said = subprocess.run(
+        [sys.executable, "-m", "tasks.ml.genai_builder"], cwd=scratch, env=env, capture_output=True, text=True
+    )
+    assert said.stdout == "this project\n", said.stderr
