@@ -9,6 +9,7 @@ a remote job (the parent chose); this process stages, records and tracks the out
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import os
 import sys
@@ -91,14 +92,16 @@ def _hold_to_planned_devices(fingerprint: dict, choices: dict) -> None:
             raise StageError("device auto was resolved to cuda when this run planned, but this process sees none")
 
 
-def main(step: str, job_file: str) -> int:
+def main(step: str, job_file: str, process: str = "started for it") -> int:
     from tasks.params import Params
     from tasks.paths import Paths, split_step
 
     job = protocol.read_job(Path(job_file))
     channel = _take_over_stdout(job)
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "all")
-    logging.getLogger("tasks").info("stage %s: started (pid %d, CUDA_VISIBLE_DEVICES %s)", step, os.getpid(), visible)
+    logging.getLogger("tasks").info(
+        "stage %s: started (pid %d %s, CUDA_VISIBLE_DEVICES %s)", step, os.getpid(), process, visible
+    )
     stage_name, adapter = split_step(step)
     # A stage of one adapter sees that adapter's params and folders as its own (its data, its finetune).
     params = Params.model_validate(job["params"]).for_adapter(adapter)
@@ -134,5 +137,29 @@ def main(step: str, job_file: str) -> int:
     return 0
 
 
+def as_spare() -> int:
+    """A spare stage process (tasks/engine/spare.py): import what stages import, then build the
+    step the parent writes on stdin, with its stderr going to the step's log from then on."""
+    from tasks.engine.spare import WARM
+
+    try:
+        for name in WARM:
+            importlib.import_module(name)
+        order = sys.stdin.readline()
+    except KeyboardInterrupt:  # Ctrl-C while it waited: the build stops, and nothing was started here
+        return 130
+    except Exception:  # noqa: BLE001  (a failed import fails the stage's own import again, in its log)
+        order = sys.stdin.readline()
+    if not order:
+        return 0  # the build ended without needing it
+    order = json.loads(order)
+    log = os.open(order["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(log, 2)
+    os.close(log)
+    return main(order["step"], order["job"], process="a spare")
+
+
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:]))
+    from tasks.engine.spare import SPARE_FLAG
+
+    sys.exit(as_spare() if sys.argv[1:] == [SPARE_FLAG] else main(*sys.argv[1:]))

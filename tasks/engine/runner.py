@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
 
 from doit.exceptions import TaskFailed
 
 from tasks import ui
-from tasks.engine import artifacts, protocol, store
+from tasks.engine import artifacts, protocol, spare, store
 from tasks.engine.fingerprint import fingerprint
 from tasks.engine.uptodate import UpToDate, save_values
 from tasks.errors import ParamsError, StageError
@@ -60,18 +59,32 @@ def _follow(proc: subprocess.Popen, stage: str, show: str) -> dict:
     return outcome
 
 
+def _start_child(step: str, job, paths, env: dict, show: str) -> subprocess.Popen:
+    """The step's process: the spare if one waits for this environment, else a cold one. Steps run
+    one at a time (show != none) get a spare started beside them for the next step."""
+    log = paths.log(step)
+    log.write_text("")  # the step's log starts empty, whichever process writes it
+    proc = spare.take(step, job, log, env, paths.root)
+    if proc is None:
+        with log.open("w") as log_file:
+            proc = subprocess.Popen(
+                [*spare.command(), step, str(job)],
+                stdout=subprocess.PIPE,
+                stderr=log_file,
+                cwd=paths.root,
+                env=env,
+                text=True,
+                preexec_fn=protocol.die_with_parent,
+            )
+    if show != "none":
+        spare.start(env, paths.root)
+    return proc
+
+
 def _run_child(step: str, job, paths, env: dict, show: str = "all") -> tuple[int, dict, bool]:
     """Run the child to its end; on Ctrl-C let it clean up first. Returns (rc, outcome, interrupted)."""
-    with paths.log(step).open("w") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tasks.engine.child", step, str(job)],
-            stdout=subprocess.PIPE,
-            stderr=log_file,
-            cwd=paths.root,
-            env=env,
-            text=True,
-            preexec_fn=protocol.die_with_parent,
-        )
+    proc = _start_child(step, job, paths, env, show)
+    with proc:
         try:
             outcome = _follow(proc, step, show)
             return proc.wait(), outcome, False

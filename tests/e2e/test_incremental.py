@@ -113,6 +113,27 @@ def test_profile_a_stage(built_copy):
     assert "Ordered by: cumulative time" in (built_copy / "logs/smoke.travel.log").read_text()
 
 
+def _stage_processes_in(project: Path) -> list[int]:
+    """pids of stage processes (spares included) whose folder is `project`."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if b"tasks.engine.child" in (proc / "cmdline").read_bytes() and (proc / "cwd").resolve() == project:
+                found.append(int(proc.name))
+        except OSError:  # it ended while we looked
+            continue
+    return found
+
+
+def test_each_stage_after_the_first_runs_in_a_spare_and_none_is_left(built):
+    """A spare process imports torch and transformers while the stage before it runs, and builds
+    the next step (tasks/engine/spare.py); the build leaves no stage process behind."""
+    logs = {step: (built / "logs" / f"{step.replace(':', '.')}.log").read_text() for step in ALL}
+    assert f"stage {ALL[0]}: started (pid" in logs[ALL[0]] and "started for it" in logs[ALL[0]]
+    assert all("a spare, CUDA_VISIBLE_DEVICES" in logs[step] for step in ALL[1:]), logs
+    assert _stage_processes_in(built.resolve()) == []
+
+
 def test_forget_verifies_the_output_instead_of_recomputing(built_copy):
     """`doit forget finetune:travel && doit`: doit's record is gone, the .dvc record still matches, so
     the adapter is hash-checked against DVC's cache and kept; `doit -a` is the way to recompute."""

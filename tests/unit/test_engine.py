@@ -321,3 +321,23 @@ def test_no_folder_of_the_code_looks_like_generated_output():
     root = Path(__file__).resolve().parents[2]
     folders = [p.name for p in (root / "tasks").rglob("*") if p.is_dir() and p.name != "__pycache__"]
     assert folders and not [f for f in folders if any(fnmatch.fnmatchcase(f, g) for g in GENERATED)]
+
+
+def test_a_spare_serves_only_the_environment_and_folder_it_was_started_with(tmp_path):
+    """A step whose environment differs (an online stage, another GPU) gets a process of its own:
+    the spare is stopped, not handed the step."""
+    from tasks.engine import spare
+
+    env, job, log = protocol.child_env(online=False), tmp_path / "job.json", tmp_path / "base.log"
+    spare.start(env, tmp_path)
+    waiting = spare._ready[2]
+    assert spare.take("base", job, log, protocol.child_env(online=True), tmp_path) is None
+    assert waiting.returncode is not None and spare._ready is None
+    spare.start(env, tmp_path)
+    waiting = spare._ready[2]
+    assert spare.take("base", job, log, env, tmp_path / "elsewhere") is None
+    assert waiting.returncode is not None
+    spare.start(env, tmp_path)
+    waiting = spare._ready[2]
+    spare.discard()  # the build ended
+    assert waiting.returncode is not None and spare._ready is None
