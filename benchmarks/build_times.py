@@ -53,6 +53,16 @@ def recompute_then_restore(project: Path, old: str, new: str, *args: str) -> tup
     return recompute, restore, run.restored
 
 
+def cold_without_spares(dest: Path) -> float:
+    """The cold tiny build again, right after the first, with every stage process started when its
+    step starts (no spare importing torch ahead: tasks/engine/spare.py)."""
+    project = make_project(dest)
+    start = time.perf_counter()
+    run = doit(project, env={"LAB_SPARE": "0"})
+    assert run.returncode == 0 and run.ran == default_tasks(), run.output
+    return time.perf_counter() - start
+
+
 def noop_median(project: Path, *args: str) -> float:
     times = []
     for _ in range(NOOP_RUNS):
@@ -120,6 +130,7 @@ def main() -> None:
         tiny = make_project(Path(tmp) / "tiny")
         cold, ran = timed(tiny)
         assert ran == default_tasks(), ran
+        cold_no_spare = cold_without_spares(Path(tmp) / "tiny-no-spare")
         noop_tiny = noop_median(tiny)
         noop_doit, noop_dvc = noop_doit_vs_dvc(tiny, dvc_equivalent(tiny, Path(tmp) / "tiny-dvc"))
         lr = ("learning_rate: 0.0002", "learning_rate: 0.001")
@@ -134,6 +145,7 @@ def main() -> None:
         recompute_full, restore_full, restored_full = recompute_then_restore(full, *seed, *fullsize)
     result = {
         "cold_build_tiny_s": round(cold, 1),
+        "cold_build_tiny_no_spare_s": round(cold_no_spare, 1),  # LAB_SPARE=0: each stage process started cold
         "noop_tiny_s": round(noop_tiny, 3),
         "noop_doit_console_s": round(noop_doit, 3),  # the same, as `doit` (console script), beside:
         "noop_dvc_repro_s": round(noop_dvc, 3),  # the same seven stages as a dvc.yaml, `dvc repro`

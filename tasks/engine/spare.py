@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from tasks.engine import protocol
 
+OFF_ENV = "LAB_SPARE"  # LAB_SPARE=0 doit: every step in a process started when it is needed
 # What every stage that touches a model imports: a spare imports it while it waits. (Importing
 # these initializes no GPU: a step planned for the CPU can still hide it, in child.py.)
 WARM = ("torch", "transformers", "transformers.modeling_utils")
@@ -36,6 +38,8 @@ def command() -> list[str]:
 def start(env: dict, cwd: Path) -> None:
     """Have one spare ready for steps run with `env` in `cwd` (a previous one is discarded)."""
     global _ready
+    if os.environ.get(OFF_ENV) == "0":
+        return
     proc = subprocess.Popen(
         [*command(), SPARE_FLAG],
         stdin=subprocess.PIPE,

@@ -341,3 +341,11 @@ def test_a_spare_serves_only_the_environment_and_folder_it_was_started_with(tmp_
     waiting = spare._ready[2]
     spare.discard()  # the build ended
     assert waiting.returncode is not None and spare._ready is None
+
+
+def test_lab_spare_0_starts_no_spare(tmp_path, monkeypatch):
+    from tasks.engine import spare
+
+    monkeypatch.setenv(spare.OFF_ENV, "0")
+    spare.start(protocol.child_env(online=False), tmp_path)
+    assert spare._ready is None
