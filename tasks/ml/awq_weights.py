@@ -60,7 +60,7 @@ def write_dequantized(awq_dir: Path, out: Path, dtype: str, device: str = "cpu")
     from safetensors.torch import save_file
 
     config = json.loads((awq_dir / "config.json").read_text())
-    qcfg = config.pop("quantization_config")
+    qcfg = _awq_grid(config, awq_dir / "config.json")
     torch_dtype = getattr(torch, dtype)
     weights = dequantized(load_awq_state(awq_dir, device), qcfg["bits"], qcfg["group_size"])
     state = {k: (v.to(torch_dtype) if v.is_floating_point() else v).cpu() for k, v in weights}
@@ -71,6 +71,21 @@ def write_dequantized(awq_dir: Path, out: Path, dtype: str, device: str = "cpu")
     for name in SIDE_FILES:
         if (awq_dir / name).exists():
             shutil.copy(awq_dir / name, out / name)
+
+
+def _awq_grid(config: dict, where: Path) -> dict:
+    """The checkpoint's quantization_config, removed from `config`; a clear error for anything but
+    AutoAWQ's 4-bit GEMM layout (a checkpoint put there by hand: params allow only w_bit 4)."""
+    from tasks.errors import StageError
+
+    qcfg = config.pop("quantization_config", None) or {}
+    found = (qcfg.get("quant_method"), qcfg.get("bits"), str(qcfg.get("version", "")).lower())
+    if found[:2] != ("awq", 4) or found[2] != "gemm" or not isinstance(qcfg.get("group_size"), int):
+        raise StageError(
+            f"{where}: quantization_config is {qcfg or 'missing'}; expected AutoAWQ's 4-bit GEMM checkpoint "
+            "(quant_method awq, bits 4, version gemm, an integer group_size)"
+        )
+    return qcfg
 
 
 def ships_code(checkpoint: Path) -> bool:

@@ -74,3 +74,26 @@ def test_dequantizing_on_the_gpu_gives_the_cpu_bytes(dtype):
         dev: dequantize_tensors({k: v.to(dev) for k, v in state.items()}, 4, 128)["l.weight"] for dev in ("cpu", "cuda")
     }
     assert torch.equal(on["cpu"].to(dtype), on["cuda"].to(dtype).cpu())
+
+
+@pytest.mark.parametrize(
+    "grid",
+    [
+        None,
+        {"quant_method": "awq", "bits": 8, "group_size": 128, "version": "gemm"},
+        {"quant_method": "awq", "bits": 4, "group_size": 128, "version": "gemv"},
+    ],
+)
+def test_a_checkpoint_that_is_not_4_bit_gemm_awq_is_refused_naming_its_config(tmp_path, grid):
+    """A checkpoint put in the AWQ folder by hand (params allow only w_bit 4): a clear error naming
+    its config.json, before any weight is read, and nothing written."""
+    import json
+
+    from tasks.errors import StageError
+    from tasks.ml.awq_weights import write_dequantized
+
+    config = {"model_type": "phi3", **({"quantization_config": grid} if grid else {})}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(StageError, match=f"{tmp_path / 'config.json'}: quantization_config is"):
+        write_dequantized(tmp_path, tmp_path / "out", "float32")
+    assert not (tmp_path / "out").exists()
