@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import threading
 import time
 
 from doit.exceptions import TaskFailed
@@ -61,10 +62,12 @@ def _follow(proc: subprocess.Popen, stage: str, show: str) -> dict:
 
 def _start_child(step: str, job, paths, env: dict, show: str) -> subprocess.Popen:
     """The step's process: the spare if one waits for this environment, else a cold one. Steps run
-    one at a time (show != none) get a spare started beside them for the next step."""
+    one at a time (show != none) get a spare started beside them for the next step; only from the
+    main thread, as a process's death signal follows the thread that started it, not the process."""
     log = paths.log(step)
     log.write_text("")  # the step's log starts empty, whichever process writes it
-    proc = spare.take(step, job, log, env, paths.root)
+    one_at_a_time = show != "none" and threading.current_thread() is threading.main_thread()
+    proc = spare.take(step, job, log, env, paths.root) if one_at_a_time else None
     if proc is None:
         with log.open("w") as log_file:
             proc = subprocess.Popen(
@@ -76,7 +79,7 @@ def _start_child(step: str, job, paths, env: dict, show: str) -> subprocess.Pope
                 text=True,
                 preexec_fn=protocol.die_with_parent,
             )
-    if show != "none":
+    if one_at_a_time:
         spare.start(env, paths.root)
     return proc
 
