@@ -128,7 +128,5 @@ class Ask(Command):
         ui.console.print(f"[dim]{model_dir} on {dev}, loaded in {seconds:.1f} s[/]")
         for name in names:
             ids = prompt_ids(encoder, params.for_adapter(name).template, question)
-            answer(
-                model, tokenizer, adapters, name, ids, opt_values["max_tokens"] or params.smoke.max_new_tokens
-            )
+            answer(model, tokenizer, adapters, name, ids, opt_values["max_tokens"] or params.smoke.max_new_tokens)
         return 0

@@ -6,6 +6,7 @@ import time
 
 from doit.reporter import ConsoleReporter
 
+from tasks.engine import spare
 from tasks.pipeline import plan
 from tasks.ui import console, human_size
 
@@ -31,6 +32,20 @@ class Reporter(ConsoleReporter):
         self.started: dict[str, float] = {}
         self.ran = 0
         self.status: dict[str, str] = {}  # stage: what this run did with it, for the summary table
+
+    def initialize(self, tasks, selected_tasks):
+        """The steps this run may build: the selected tasks and what they depend on (a spare
+        stage process is started only while one of them is still to come)."""
+        todo, seen = list(selected_tasks), set()
+        while todo:
+            name = todo.pop()
+            if name not in seen and name in tasks:
+                seen.add(name)
+                todo.extend(tasks[name].task_dep)
+        spare.expect(name for name in seen if tasks[name].actions)
+
+    def get_status(self, task):
+        spare.reached(task.name)
 
     def execute_task(self, task):
         if not task.actions:

@@ -106,8 +106,13 @@ def main(step: str, job_file: str, process: str = "started for it") -> int:
     # A stage of one adapter sees that adapter's params and folders as its own (its data, its finetune).
     params = Params.model_validate(job["params"]).for_adapter(adapter)
     paths = Paths(
-        Path(job["root"]), params.name, job["outputs"], tuple(job["adapters"]), adapter,
-        job.get("folders", {}), job.get("log_folder", "logs"),
+        Path(job["root"]),
+        params.name,
+        job["outputs"],
+        tuple(job["adapters"]),
+        adapter,
+        job.get("folders", {}),
+        job.get("log_folder", "logs"),
     )
     out = paths.output(step)
     os.environ["LAB_STAGE"] = stage_name  # failpoints name the stage (tests/e2e/test_faults.py)

@@ -62,7 +62,7 @@ def _follow(proc: subprocess.Popen, stage: str, show: str) -> dict:
 
 def _start_child(step: str, job, paths, env: dict, show: str) -> subprocess.Popen:
     """The step's process: the spare if one waits for this environment, else a cold one. Steps run
-    one at a time (show != none) get a spare started beside them for the next step; only from the
+    one at a time (show != none) get a spare started beside them if a step may follow; only from the
     main thread, as a process's death signal follows the thread that started it, not the process."""
     log = paths.log(step)
     log.write_text("")  # the step's log starts empty, whichever process writes it
@@ -79,7 +79,7 @@ def _start_child(step: str, job, paths, env: dict, show: str) -> subprocess.Pope
                 text=True,
                 preexec_fn=protocol.die_with_parent,
             )
-    if one_at_a_time:
+    if one_at_a_time and spare.needed_after(step):
         spare.start(env, paths.root)
     return proc
 

@@ -28,6 +28,26 @@ SPARE_FLAG = "--spare"
 
 _lock = threading.Lock()
 _ready: tuple[dict, Path, subprocess.Popen] | None = None
+# The steps of this run that doit has not reached yet (the reporter keeps it: tasks/cli/reporter.py);
+# None: unknown, as when the runner is driven without doit. No spare is started for the last one.
+_unreached: set[str] | None = None
+
+
+def expect(steps) -> None:
+    """The steps this run may build, before it starts."""
+    global _unreached
+    _unreached = set(steps)
+
+
+def reached(step: str) -> None:
+    """doit has come to `step` (to check it, restore it or build it)."""
+    if _unreached is not None:
+        _unreached.discard(step)
+
+
+def needed_after(step: str) -> bool:
+    """Whether a step after `step` may still run in this build (it may then find itself up to date)."""
+    return _unreached is None or bool(_unreached - {step})
 
 
 def command() -> list[str]:

@@ -54,7 +54,8 @@ CHANGES = {
     ),
     # (base and quantize sections: tests/e2e/test_adapters.py, where both adapters rebuild)
     # The model's graph does not depend on the adapter's training: export stays up to date.
-    # (finetune section: tests/e2e/test_versions.py, whose learning-rate edits rebuild exactly finetune, adapter, smoke, evaluate)
+    # (finetune section: tests/e2e/test_versions.py, whose learning-rate edits rebuild exactly
+    # finetune, adapter, smoke, evaluate)
     # (export section: test_export_with_fp32_compute_matches_torch_closely, where export and after run)
     "smoke section": (lambda p: edit_params(p, "max_new_tokens: 64", "max_new_tokens: 16"), ["smoke:travel"]),
     "evaluate section": (lambda p: edit_params(p, "match_tokens: 8", "match_tokens: 4"), ["evaluate:travel"]),

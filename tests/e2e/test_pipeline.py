@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-import yaml
 import pytest
+import yaml
 
 from tasks.pipeline import default_tasks
 from tests.conftest import doit, edit_params

@@ -349,3 +349,31 @@ def test_lab_spare_0_starts_no_spare(tmp_path, monkeypatch):
     monkeypatch.setenv(spare.OFF_ENV, "0")
     spare.start(protocol.child_env(online=False), tmp_path)
     assert spare._ready is None
+
+
+def test_a_spare_is_started_only_while_a_step_of_the_run_is_still_to_come():
+    """The reporter tells the spare which steps this doit run may still reach: none after the last
+    (`doit finetune`: finetune's own step), and none outside what was selected."""
+    import io
+
+    from doit.task import Task
+
+    from tasks.cli.reporter import Reporter
+    from tasks.engine import spare
+
+    noop = [lambda: None]
+    tasks = {
+        "data": Task("data", noop),
+        "finetune:travel": Task("finetune:travel", noop, task_dep=["data"]),
+        "finetune": Task("finetune", None, task_dep=["finetune:travel"]),  # a stage's group: no action
+        "export": Task("export", noop, task_dep=["finetune"]),
+    }
+    reporter = Reporter(io.StringIO(), {"show_out": False, "show_err": False})
+    try:
+        reporter.initialize(tasks, ["finetune"])
+        reporter.get_status(tasks["data"])
+        assert spare.needed_after("data")
+        reporter.get_status(tasks["finetune:travel"])
+        assert not spare.needed_after("finetune:travel")  # export was not selected
+    finally:
+        spare._unreached = None
