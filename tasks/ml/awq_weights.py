@@ -52,25 +52,61 @@ def load_awq_state(awq_dir: Path, device: str = "cpu") -> dict:
     return state
 
 
-def write_dequantized(awq_dir: Path, out: Path, dtype: str, device: str = "cpu") -> None:
-    """Write the AWQ checkpoint as an ordinary HF checkpoint (no quantization_config) in `dtype`,
-    dequantized on `device`: the same bytes on a GPU (integer ops, one fp32 product, one rounding),
-    in a second instead of ~30 on a 16-core host for Phi-3.5 (BENCHMARKS.md)."""
+def dequantized_state(awq_dir: Path, dtype: str, device: str = "cpu") -> dict:
+    """The AWQ checkpoint's weights as plain tensors in `dtype`, dequantized on `device`: the same
+    bytes on a GPU (integer ops, one fp32 product, one rounding), in a second instead of ~30 on a
+    16-core host for Phi-3.5 (BENCHMARKS.md)."""
     import torch
-    from safetensors.torch import save_file
 
-    config = json.loads((awq_dir / "config.json").read_text())
-    qcfg = _awq_grid(config, awq_dir / "config.json")
+    qcfg = _awq_grid(json.loads((awq_dir / "config.json").read_text()), awq_dir / "config.json")
     torch_dtype = getattr(torch, dtype)
     weights = dequantized(load_awq_state(awq_dir, device), qcfg["bits"], qcfg["group_size"])
-    state = {k: (v.to(torch_dtype) if v.is_floating_point() else v).cpu() for k, v in weights}
-    out.mkdir(parents=True, exist_ok=True)
-    save_file(state, out / "model.safetensors", metadata={"format": "pt"})
+    return {k: v.to(torch_dtype) if v.is_floating_point() else v for k, v in weights}
+
+
+def write_plain_config(awq_dir: Path, out: Path, dtype: str) -> None:
+    """The AWQ checkpoint's config (without quantization_config, in `dtype`) and tokenizer files,
+    as an ordinary HF checkpoint folder holds them."""
+    config = json.loads((awq_dir / "config.json").read_text())
+    _awq_grid(config, awq_dir / "config.json")
     config["dtype"] = dtype
+    out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config, indent=2))
     for name in SIDE_FILES:
         if (awq_dir / name).exists():
             shutil.copy(awq_dir / name, out / name)
+
+
+def write_dequantized(awq_dir: Path, out: Path, dtype: str, device: str = "cpu") -> None:
+    """Write the AWQ checkpoint as an ordinary HF checkpoint in `dtype`, dequantized on `device`."""
+    from safetensors.torch import save_file
+
+    state = {k: v.cpu() for k, v in dequantized_state(awq_dir, dtype, device).items()}
+    write_plain_config(awq_dir, out, dtype)
+    save_file(state, out / "model.safetensors", metadata={"format": "pt"})
+
+
+def load_dequantized(awq_dir: Path, dtype: str, device: str = "cpu"):
+    """The AWQ checkpoint as a transformers model in `dtype` on `device`, dequantized in memory:
+    the model write_dequantized's folder loads as, without writing and reading its weights (7.6 GB
+    for Phi-3.5). A checkpoint with its own modeling code (trusted: ships_code) is loaded from a
+    written folder, where transformers finds that code."""
+    import tempfile
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    torch_dtype = getattr(torch, dtype)
+    with tempfile.TemporaryDirectory() as folder:
+        if ships_code(awq_dir):
+            write_dequantized(awq_dir, Path(folder), dtype, device)
+            return AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype, trust_remote_code=True).to(device)
+        write_plain_config(awq_dir, Path(folder), dtype)
+        config = AutoConfig.from_pretrained(folder)
+    model_class = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
+    state = dequantized_state(awq_dir, dtype, device)
+    return model_class.from_pretrained(None, config=config, state_dict=state, dtype=torch_dtype).to(device)
 
 
 def _awq_grid(config: dict, where: Path) -> dict:

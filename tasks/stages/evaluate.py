@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import tempfile
 from pathlib import Path
 
 from tasks.engine.stage import Stage
@@ -89,7 +88,7 @@ def torch_variants(params, paths, examples: list[dict], dev: str, channel) -> di
     from transformers import AutoModelForCausalLM
 
     from tasks.ml import rtn
-    from tasks.ml.awq_weights import ships_code, write_dequantized
+    from tasks.ml.awq_weights import load_dequantized, ships_code
 
     dtype = DTYPES[dev]
     remote = ships_code(paths.output("base"))
@@ -103,9 +102,7 @@ def torch_variants(params, paths, examples: list[dict], dev: str, channel) -> di
     losses["rtn"] = torch_losses(base, examples, dev)
     del base
     channel.progress("models", 2, len(VARIANTS))
-    with tempfile.TemporaryDirectory(prefix=".evaluate-", dir=paths.models) as scratch:
-        write_dequantized(paths.output("quantize"), Path(scratch), dtype, dev)
-        awq = load(scratch).to(dev).eval()
+    awq = load_dequantized(paths.output("quantize"), dtype, dev).eval()
     tuned = PeftModel.from_pretrained(awq, str(paths.output("finetune"))).eval()
     losses["awq_adapter"] = torch_losses(tuned, examples, dev)
     with tuned.disable_adapter():

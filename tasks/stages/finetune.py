@@ -161,6 +161,15 @@ def _olive_links_its_output() -> None:
     resource_path.copy_dir = lambda src, dst, **kwargs: copy_dir(src, dst, copy_function=link_or_copy, **kwargs)
 
 
+def _olive_trains_the_model_given(load) -> None:
+    """Olive's LoRA pass loads its base from the input model's folder; it gets `load()` instead:
+    the AWQ checkpoint dequantized in memory, not written to the folder and read back (7.6 GB and
+    ~10 s for Phi-3.5 on the H100, BENCHMARKS.md). The folder holds its config and tokenizer."""
+    from olive.passes.pytorch.lora import LoRA
+
+    LoRA.load_base_pytorch_model = lambda self, model_handler, config, **kwargs: load()
+
+
 def check_trained(losses: list[dict], adapter: Path) -> None:
     """Fail on a diverged run: a non-finite loss or gradient that was not skipped, too many skipped
     steps, or a non-finite adapter (which every later stage would silently use)."""
@@ -194,7 +203,7 @@ def _write_adapter_config(src: Path, out: Path, paths) -> None:
 
 def run(params, paths, out: Path, channel) -> dict:
     from tasks.ml import device
-    from tasks.ml.awq_weights import write_dequantized
+    from tasks.ml.awq_weights import load_dequantized, write_plain_config
     from tasks.ml.lora_graph import resolve_targets
 
     dev = device.select(params.finetune.device, "finetune.device")
@@ -202,7 +211,7 @@ def run(params, paths, out: Path, channel) -> dict:
     with tempfile.TemporaryDirectory(prefix=".finetune-", dir=paths.models) as scratch:
         work = Path(scratch)
         os.environ["HF_DATASETS_CACHE"] = str(work / "datasets")
-        write_dequantized(paths.output("quantize"), work / "base", dtype, dev)
+        write_plain_config(paths.output("quantize"), work / "base", dtype)
         losses: list[dict] = []
         skipped: list[int] = []
         import transformers.trainer
@@ -210,6 +219,7 @@ def run(params, paths, out: Path, channel) -> dict:
         _quiet_olive_telemetry()
         _olive_ids_by_file_names()
         _olive_links_its_output()
+        _olive_trains_the_model_given(lambda: load_dequantized(paths.output("quantize"), dtype, dev))
         from olive.workflows import run as olive_run
 
         # Olive builds the Trainer itself; its default callbacks are the hook for progress and loss.

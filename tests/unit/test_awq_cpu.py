@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tasks.ml import awq_pack, rtn
-from tasks.ml.awq_weights import write_dequantized
+from tasks.ml.awq_weights import load_dequantized, write_dequantized
 from tasks.ml.qa_data import parse_records
 from tasks.ml.synthetic_model import add_outlier_channels, make_synthetic_model
 
@@ -87,11 +87,13 @@ def test_awq_beats_round_to_nearest_on_the_same_grid(outlier_model, tmp_path):
 
     folder, texts, ids, reference = outlier_model
     _awq(folder, texts).save_quantized(str(tmp_path / "awq"))
-    write_dequantized(tmp_path / "awq", tmp_path / "dequantized", "float32")  # as finetune/evaluate read it
+    write_dequantized(tmp_path / "awq", tmp_path / "dequantized", "float32")
     awq = AutoModelForCausalLM.from_pretrained(tmp_path / "dequantized").eval()
+    in_memory = load_dequantized(tmp_path / "awq", "float32").eval()  # as finetune and evaluate load it
     rounded = AutoModelForCausalLM.from_pretrained(folder).eval()
     assert rtn.quantize_decoder_linears(rounded, bits=4, group_size=128) == 2 * 4  # 2 layers x 4 linears
     with torch.no_grad():
+        assert torch.equal(in_memory(ids).logits, awq(ids).logits)  # the written model, without the writing
         awq_error = _error(awq(ids).logits, reference)
         rtn_error = _error(rounded(ids).logits, reference)
     # Measured: AWQ 0.40, round-to-nearest 1.27; AutoAWQ's own CPU path 1.32 (worse than rounding).
