@@ -1,5 +1,5 @@
-"""onnxruntime-genai's model builder, run as `python -m tasks.ml.genai_builder ARGS` (the builder's own
-arguments), with its AWQ int4 words packed and unpacked whole instead of bit by bit.
+"""onnxruntime-genai's model builder, run in the export's own process (`run(ARGS)`, the builder's own
+command-line arguments), with its AWQ int4 words packed and unpacked whole instead of bit by bit.
 
 The builder of onnxruntime-genai-cuda 0.15.2 (the CUDA pin) repacks an AWQ checkpoint for MatMulNBits
 on the CPU. It packed by expanding every value into one int64 per bit, shifting and summing them:
@@ -13,7 +13,10 @@ Both live in 0.15's top-level `quantized_model` module; the bytes are the same
 
 from __future__ import annotations
 
+import os
 import runpy
+import sys
+from pathlib import Path
 
 
 def pack_on_row(self, tensor, bits: int, transpose: bool, packed_dtype=None):
@@ -63,6 +66,28 @@ def patch_old_builder() -> bool:
     return True
 
 
-if __name__ == "__main__":
+def run(args: list[str], cwd: Path) -> None:
+    """The builder's command line `args`, run here from `cwd` (its scratch files go there): no
+    process of its own to start and import torch in again (5 s of a tiny export on 2 cores). The
+    working folder, arguments and environment are put back after it.
+
+    The builder stamps model.onnx with `git rev-parse HEAD` run five folders above its own file:
+    inside this checkout when .venv is in it, so every commit changed the model's bytes. With no
+    repository to find (GIT_DIR) it takes the wheel's own commit."""
     patch_old_builder()
-    runpy.run_module("onnxruntime_genai.models.builder", run_name="__main__", alter_sys=True)
+    saved = sys.argv, os.getcwd(), os.environ.get("GIT_DIR")
+    sys.argv = ["builder", *args]
+    os.environ["GIT_DIR"] = str(cwd / "no-repository")
+    os.chdir(cwd)
+    try:
+        runpy.run_module("onnxruntime_genai.models.builder", run_name="__main__", alter_sys=True)
+    except SystemExit as exc:  # its argument parser's refusal: an error of ours, not the user's
+        if exc.code:
+            raise RuntimeError(f"the genai builder refused its arguments {args} (exit {exc.code})") from exc
+    finally:
+        sys.argv = saved[0]
+        os.chdir(saved[1])
+        if saved[2] is None:
+            os.environ.pop("GIT_DIR", None)
+        else:
+            os.environ["GIT_DIR"] = saved[2]

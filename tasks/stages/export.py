@@ -12,9 +12,6 @@ quantized again.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -39,17 +36,15 @@ STAGE = Stage(
     output="models/{name}/onnx-ao/model",
     upstream=("quantize",),
     derived=lora_targets,
-    # The genai builder runs as a program (no import to find): it and what it loads.
+    # The genai builder is run as a module (runpy: no import to find): it and what it loads.
     libraries=("onnxruntime-genai", "onnxruntime-genai-cuda", "onnxruntime", "onnxruntime-gpu", "torch", "tokenizers"),
     params=("export",),
     verify=check_config,  # a copy from the run-cache or a remote loads no library from elsewhere
 )
 
 
-def builder_command(
-    awq_dir: Path, out: Path, cache: Path, cfg, split_qkv: bool, profile_to: Path | None = None
-) -> list[str]:
-    from tasks.ml import genai_builder
+def builder_args(awq_dir: Path, out: Path, cache: Path, cfg, split_qkv: bool) -> list[str]:
+    """The genai builder's command-line arguments for this export."""
     from tasks.ml.awq_weights import ships_code
 
     extra = [f"accuracy_level={cfg.accuracy_level}"]
@@ -67,13 +62,7 @@ def builder_command(
         # genai 0.15 (the CUDA pin) knows only the older name, 0.18 both (the newer wins, the older
         # draws a warning).
         extra += ["fuse_qkv=false", "disable_qkv_fusion=true"]
-    # Under LAB_PROFILE the builder's own process is profiled too (the stage's profile sees a wait).
-    profile = ["-m", "cProfile", "-o", str(profile_to)] if profile_to else []
     return [
-        sys.executable,
-        *profile,
-        "-m",
-        genai_builder.__name__,  # the builder, its int4 packing word-wise on 0.15 (tasks/ml/genai_builder.py)
         "-i",
         str(awq_dir),
         "-o",
@@ -92,7 +81,7 @@ def builder_command(
 def run(params, paths, out: Path, channel) -> dict:
     import onnx
 
-    from tasks.engine.protocol import die_with_parent
+    from tasks.ml import genai_builder
     from tasks.ml.longrope import select_without_if
     from tasks.ml.lora_graph import LAYOUT_FILE, add_lora_inputs, resolve_targets, split_qkv
 
@@ -101,22 +90,9 @@ def run(params, paths, out: Path, channel) -> dict:
 
     with tempfile.TemporaryDirectory(prefix=".export-", dir=paths.models) as scratch:
         channel.progress("build ONNX, add LoRA", 0, 3)
-        # The builder runs as its own process: it prints freely and loads the checkpoint fresh.
-        subprocess.run(
-            builder_command(
-                awq,
-                out,
-                Path(scratch),
-                params.export,
-                split_qkv(targets, params.export.fuse_lora),
-                _profile_file(paths),
-            ),
-            check=True,
-            cwd=scratch,
-            env=builder_env(paths.root, Path(scratch)),
-            stdout=sys.stderr,
-            preexec_fn=die_with_parent,
-        )
+        # The builder (its int4 packing word-wise on 0.15: tasks/ml/genai_builder.py) prints to the log.
+        split = split_qkv(targets, params.export.fuse_lora)
+        genai_builder.run(builder_args(awq, out, Path(scratch), params.export, split), Path(scratch))
     channel.progress("build ONNX, add LoRA", 1, 3)
     model_file = out / "model.onnx"
     model = onnx.load(model_file, load_external_data=False)  # weights stay in model.onnx.data
@@ -135,25 +111,6 @@ def run(params, paths, out: Path, channel) -> dict:
         "lora_targets": ",".join(targets),
     }
     return summary | ({"cuda_graph": graphs} if graphs else {})
-
-
-def builder_env(root: Path, scratch: Path) -> dict:
-    """The builder process's environment.
-    - PYTHONPATH starts at this project: `-m tasks.ml.genai_builder` runs from the scratch folder, where
-      a venv shared with another checkout (an editable install of that one) would find its wrapper,
-      not the one this project's fingerprint holds.
-    - The builder stamps model.onnx with `git rev-parse HEAD` run five folders above its own file:
-      inside this checkout when .venv is in it, so every commit changed the model's bytes. With no
-      repository to find (GIT_DIR) it takes the wheel's own commit."""
-    path = os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p)
-    return {**os.environ, "PYTHONPATH": path, "GIT_DIR": str(scratch / "no-repository")}
-
-
-def _profile_file(paths) -> Path | None:
-    """logs/export.builder.prof when LAB_PROFILE is set (tasks/engine/child.py profiles the stage)."""
-    from tasks.engine.child import PROFILE_ENV
-
-    return paths.logs / "export.builder.prof" if os.environ.get(PROFILE_ENV) else None
 
 
 def wants_graphs(cfg) -> bool:

@@ -80,33 +80,25 @@ def test_the_export_runs_the_builder_through_the_wrapper(tmp_path):
     from types import SimpleNamespace
 
     from tasks.engine.fingerprint import scan
-    from tasks.stages.export import builder_command
+    from tasks.stages.export import builder_args
 
     assert "tasks/ml/genai_builder.py" in scan(ROOT, "tasks.stages.export")[0]
     cfg = SimpleNamespace(accuracy_level=4, int4_lm_head=False, device="cpu", cuda_graph=False)
     (tmp_path / "config.json").write_text("{}")
-    command = builder_command(tmp_path, tmp_path / "out", tmp_path / "cache", cfg, split_qkv=False)
-    assert command[1:3] == ["-m", "tasks.ml.genai_builder"]
+    args = builder_args(tmp_path, tmp_path / "out", tmp_path / "cache", cfg, split_qkv=False)
+    assert args[:4] == ["-i", str(tmp_path), "-o", str(tmp_path / "out")]
 
 
-def test_the_builder_imports_the_wrapper_of_its_own_project(tmp_path, monkeypatch):
-    """It runs from a scratch folder: with a venv another checkout installed (editable), `tasks` would
-    come from that checkout unless the project comes first on PYTHONPATH."""
-    import subprocess
+def test_the_builder_runs_in_this_process_and_puts_it_back_as_it_was(tmp_path, monkeypatch):
+    """The builder runs inside the export's process: a refusal of its arguments is an error naming
+    them, and the process's folder, arguments and GIT_DIR are as before either way."""
+    import os
     import sys
 
-    from tasks.stages.export import builder_env
+    from tasks.ml import genai_builder
 
-    project, scratch = tmp_path / "project", tmp_path / "project" / "models" / ".export-x"
-    (project / "tasks" / "ml").mkdir(parents=True)
-    scratch.mkdir(parents=True)
-    for name in ("tasks/__init__.py", "tasks/ml/__init__.py"):
-        (project / name).write_text("")
-    (project / "tasks/ml/genai_builder.py").write_text("print('this project')\n")
-    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
-    env = builder_env(project, scratch)
-    assert env["PYTHONPATH"] == f"{project}:/elsewhere" and env["GIT_DIR"] == str(scratch / "no-repository")
-    said = subprocess.run(
-        [sys.executable, "-m", "tasks.ml.genai_builder"], cwd=scratch, env=env, capture_output=True, text=True
-    )
-    assert said.stdout == "this project\n", said.stderr
+    monkeypatch.delenv("GIT_DIR", raising=False)
+    before = sys.argv[:], os.getcwd()
+    with pytest.raises(RuntimeError, match=r"refused its arguments \['--no-such-option'\]"):
+        genai_builder.run(["--no-such-option"], tmp_path)
+    assert (sys.argv, os.getcwd(), os.environ.get("GIT_DIR")) == (*before, None)
