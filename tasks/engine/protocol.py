@@ -127,10 +127,15 @@ def explain(exc: Exception, out: Path, placed: bool) -> tuple[str, int]:
     return f"{type(exc).__name__}: {exc}", 1
 
 
-def _disk_full(exc: Exception) -> int | None:
-    """The errno of a full disk (or file size limit, or quota), from an OSError or from the text
-    of a library's own error (safetensors, written in Rust, says `... (os error 28)`)."""
-    if isinstance(exc, OSError):
-        return exc.errno if exc.errno in DISK_FULL else None
-    found = re.search(r"\(os error (\d+)\)", str(exc))
-    return int(found[1]) if found and int(found[1]) in DISK_FULL else None
+def _disk_full(exc: BaseException | None) -> int | None:
+    """The errno of a full disk (or file size limit, or quota), from an OSError, from the text of a
+    library's own error (safetensors, written in Rust, says `... (os error 28)`), or from the error
+    that caused a library's own (datasets raises DatasetGenerationError from the OSError)."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+            return exc.errno
+        found = re.search(r"\(os error (\d+)\)", str(exc))
+        if found and int(found[1]) in DISK_FULL:
+            return int(found[1])
+        exc = exc.__cause__ or exc.__context__
+    return None

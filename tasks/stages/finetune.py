@@ -144,6 +144,15 @@ def _olive_ids_by_file_names() -> None:
     ModelConfig._get_file_hash = by_name_and_size
 
 
+def _olive_raises_what_fails() -> None:
+    """Olive 0.13 logs any error of a pass but a few types and returns no model (engine.py's
+    run_accelerator): a full disk in its datasets cache became "no adapter". Every error is raised
+    to the stage instead, which names it (a full disk as such)."""
+    from olive.engine import engine
+
+    engine.EXCEPTIONS_TO_RAISE = (Exception,)
+
+
 def _olive_links_its_output() -> None:
     """Olive saves its output model by copying the input model's folder next to the adapter: 7.6 GB
     of dequantized Phi-3.5, 4.6 s on the H100 (BENCHMARKS.md), into the same scratch folder, thrown
@@ -219,6 +228,7 @@ def run(params, paths, out: Path, channel) -> dict:
         _quiet_olive_telemetry()
         _olive_ids_by_file_names()
         _olive_links_its_output()
+        _olive_raises_what_fails()
         _olive_trains_the_model_given(lambda: load_dequantized(paths.output("quantize"), dtype, dev))
         from olive.workflows import run as olive_run
 

@@ -135,7 +135,8 @@ def test_a_diverging_run_through_the_real_trainer_fails_finetune(built_copy):
 
 
 def test_disk_full_in_finetune_keeps_the_previous_adapter(built_copy):
-    """The same full disk (RLIMIT_FSIZE) while finetune writes its adapter (~800 kB)."""
+    """The same full disk (RLIMIT_FSIZE) while finetune writes (Olive's datasets cache comes first,
+    an error Olive would log and return from: the stage names it as a full disk all the same)."""
     import resource
 
     before = (built_copy / "models/tiny/ft/travel.dvc").read_text()

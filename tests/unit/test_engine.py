@@ -183,6 +183,14 @@ def test_protocol_events_and_messages(tmp_path):
     message, code = protocol.explain(full, tmp_path, placed=False)
     assert code == 2 and message.startswith(f"disk full while writing {tmp_path / 'model.onnx'}")
     assert "is untouched" in message
+    try:  # a library's own error raised from the full disk (datasets: DatasetGenerationError)
+        try:
+            raise OSError(27, "File too large")
+        except OSError as cause:
+            raise RuntimeError("An error occurred while generating the dataset") from cause
+    except RuntimeError as wrapped:
+        message, code = protocol.explain(wrapped, tmp_path, placed=False)
+    assert code == 2 and message.startswith(f"disk full while writing {tmp_path} (File too large)"), message
 
 
 def test_the_plan_is_what_the_params_make_of_the_stages(checkout):
