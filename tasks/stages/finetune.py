@@ -153,23 +153,6 @@ def _olive_raises_what_fails() -> None:
     engine.EXCEPTIONS_TO_RAISE = (Exception,)
 
 
-def _olive_links_its_output() -> None:
-    """Olive saves its output model by copying the input model's folder next to the adapter: 7.6 GB
-    of dequantized Phi-3.5, 4.6 s on the H100 (BENCHMARKS.md), into the same scratch folder, thrown
-    away after the run. Hard links give the same folder at no cost (a copy where links fail)."""
-    from olive import resource_path
-    from olive.common.utils import copy_dir
-
-    def link_or_copy(src: str, dst: str) -> str:
-        try:
-            os.link(src, dst)
-        except OSError:
-            shutil.copy2(src, dst)
-        return dst
-
-    resource_path.copy_dir = lambda src, dst, **kwargs: copy_dir(src, dst, copy_function=link_or_copy, **kwargs)
-
-
 def _olive_trains_the_model_given(load) -> None:
     """Olive's LoRA pass loads its base from the input model's folder; it gets `load()` instead:
     the AWQ checkpoint dequantized in memory, not written to the folder and read back (7.6 GB and
@@ -227,7 +210,6 @@ def run(params, paths, out: Path, channel) -> dict:
 
         _quiet_olive_telemetry()
         _olive_ids_by_file_names()
-        _olive_links_its_output()
         _olive_raises_what_fails()
         _olive_trains_the_model_given(lambda: load_dequantized(paths.output("quantize"), dtype, dev))
         from olive.workflows import run as olive_run

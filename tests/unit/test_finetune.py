@@ -63,23 +63,3 @@ def test_skipped_steps_are_tolerated_up_to_a_share(tmp_path):
         losses[i] = {"step": i + 1, "loss": 9.7, "grad_norm": float("nan"), "skipped": True}
     with pytest.raises(StageError, match=r"4 of 20 steps had a non-finite gradient \(steps \[4, 6, 8, 19\]\)"):
         check_trained(losses, good)
-
-
-def test_olive_saves_its_output_model_as_links_to_the_input(tmp_path, monkeypatch):
-    """The dequantized base Olive copies into its output (7.6 GB for Phi-3.5) is linked instead; if
-    an Olive upgrade stops calling what the patch replaces, this fails rather than the copy coming back."""
-    import os
-
-    from olive import resource_path
-
-    from tasks.stages.finetune import _olive_links_its_output
-
-    monkeypatch.setattr(resource_path, "copy_dir", resource_path.copy_dir)  # undone after the test
-    base = tmp_path / "base"
-    base.mkdir()
-    (base / "model.safetensors").write_bytes(b"weights")
-    _olive_links_its_output()
-    saved = resource_path.LocalFolder({"path": base}).save_to_dir(tmp_path / "olive-out", name="model")
-    copy = os.path.join(saved, "model.safetensors")
-    assert os.path.samefile(copy, base / "model.safetensors")
-    assert open(copy, "rb").read() == b"weights"
