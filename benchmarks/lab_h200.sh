@@ -7,6 +7,7 @@
 #   benchmarks/lab_h200.sh wait   OUT [PARAMS]        # waits for it; stage times, peak GPU memory, profiles
 #   benchmarks/lab_h200.sh decode OUT [PARAMS] [ARGS] # benchmarks/decode.py --graphs --long --profile ARGS
 #   benchmarks/lab_h200.sh fpa    OUT [PARAMS]        # decode.py --graphs with onnxruntime's TensorRT-LLM int4 GEMV
+#   benchmarks/lab_h200.sh train  OUT [PARAMS]        # benchmarks/train_step.py: a LoRA training step, GPU or host bound
 #   benchmarks/lab_h200.sh kernels OUT                # benchmarks/lora_kernels.py: a LoRA branch's cost, by graph form
 #   benchmarks/lab_h200.sh smollm2 OUT                # SmolLM2 on CUDA: build, decode fused and unfused LoRA
 #
@@ -35,6 +36,12 @@ setup)
     ls .venv/lib/python3.12/site-packages/system-torch/torch/__pycache__ | wc -l | sed 's/^/torch .pyc files: /' | tee -a "$out/summary.txt"
     .venv/bin/python -X importtime -c 'import transformers, torch.distributed.tensor' 2> "$out/importtime.txt"
     sort -t'|' -k2 -n "$out/importtime.txt" | tail -12
+    ;;
+train)
+    out=$1; params=${2:-params/phi35-h200.yaml}; mkdir -p "$out"; cd "$lab" || exit 1
+    name=$(.venv/bin/python -c "import yaml; print(yaml.safe_load(open('$params'))['name'])")
+    .venv/bin/python benchmarks/train_step.py "models/$name/awq" --json "$out/train_step.json" > "$out/train_step.log" 2>&1
+    rc=$?; grep -v 'Loading weights\|warn' "$out/train_step.log" | tail -40; exit $rc
     ;;
 kernels)
     out=$1; mkdir -p "$out"; cd "$lab" || exit 1
@@ -91,6 +98,6 @@ decode)
     rc=$?; tail -5 "$out/decode.log"; cat "$out/decode.json"; exit $rc
     ;;
 *)
-    echo "steps: setup build wait decode fpa kernels smollm2"; exit 2
+    echo "steps: setup build wait decode train fpa kernels smollm2"; exit 2
     ;;
 esac
