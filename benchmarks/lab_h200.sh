@@ -13,16 +13,19 @@
 #
 # BUNDLE is `git bundle create lab.bundle HEAD` of the checkout; WHEELS a folder from
 # `make wheelhouse DEVICE=cuda TORCH=system PYTHON_VERSION=3.12` (the machine's own CUDA torch is used).
-# The clone lives in /tmp/lab; PARAMS defaults to params/phi35-h200.yaml.
+# The clone lives in $LAB (default /tmp/lab), at $REV if set (a commit of BUNDLE: a "before" beside the
+# "after" on one machine); PARAMS defaults to params/phi35-h200.yaml.
 set -uo pipefail
 step=$1; shift
-lab=/tmp/lab
+lab=${LAB:-/tmp/lab}
 export DVC_NO_ANALYTICS=1 PYTHONUNBUFFERED=1 NO_COLOR=1 COLUMNS=160
 
 case $step in
 setup)
     bundle=$(realpath "$1"); wheels=$(realpath "$2"); out=$3; mkdir -p "$out"
     rm -rf "$lab" && git clone -q "$bundle" "$lab" && cd "$lab" || exit 1
+    [ -z "${REV:-}" ] || git checkout -q "$REV" || exit 1
+    git log --oneline -1 | tee "$out/commit.txt"
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
     start=$(date +%s)
     make setup TORCH=system PY=python3 WHEELHOUSE="$wheels" 2>&1 | tee "$out/setup.log" | grep -v '^\s' | tail -20
@@ -76,6 +79,7 @@ PY
 build)
     out=$1; params=${2:-params/phi35-h200.yaml}; mkdir -p "$out"; cd "$lab" || exit 1
     # Its own session: the command returns and the build goes on (the machine keeps it while held).
+    rm -f /tmp/build.done
     setsid bash -c "nvidia-smi --query-gpu=timestamp,memory.used --format=csv,noheader,nounits -l 1 > /tmp/gpu_memory.csv & \
         start=\$(date +%s); LAB_PROFILE=1 LAB_PARAMS=$params .venv/bin/doit > /tmp/build.log 2>&1; \
         echo \"rc \$? after \$(( \$(date +%s) - start )) s\" > /tmp/build.done; kill %1" < /dev/null > /dev/null 2>&1 &

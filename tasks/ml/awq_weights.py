@@ -106,7 +106,10 @@ def load_dequantized(awq_dir: Path, dtype: str, device: str = "cpu"):
         config = AutoConfig.from_pretrained(folder)
     model_class = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
     state = dequantized_state(awq_dir, dtype, device)
-    return model_class.from_pretrained(None, config=config, state_dict=state, dtype=torch_dtype).to(device)
+    # device_map keeps the weights where dequantized_state made them; without it transformers loads
+    # them to the host and .to(device) copies them back (4 s for Phi-3.5 on an H100, BENCHMARKS.md).
+    on_device = {"": device}
+    return model_class.from_pretrained(None, config=config, state_dict=state, dtype=torch_dtype, device_map=on_device)
 
 
 def _awq_grid(config: dict, where: Path) -> dict:
