@@ -88,7 +88,7 @@ build)
 wait)
     out=$1; params=${2:-params/phi35-h200.yaml}; mkdir -p "$out"; cd "$lab" || exit 1
     for _ in $(seq 560); do [ -e /tmp/build.done ] && break; sleep 1; done
-    cp /tmp/build.log "$out/"; tail -30 /tmp/build.log
+    cp /tmp/build.log /tmp/gpu_memory.csv "$out/"; tail -30 /tmp/build.log  # the CSV: which stage peaks
     [ -e /tmp/build.done ] || { echo "still building"; exit 3; }
     echo "cold build: $(cat /tmp/build.done)" | tee -a "$out/summary.txt"
     .venv/bin/python -c "import csv,sys; print('peak GPU memory during the build:', max(int(r[1]) for r in csv.reader(open(sys.argv[1])) if len(r) > 1), 'MiB')" /tmp/gpu_memory.csv | tee -a "$out/summary.txt"
