@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 SIDE_FILES = (
@@ -108,8 +109,24 @@ def load_dequantized(awq_dir: Path, dtype: str, device: str = "cpu"):
     state = dequantized_state(awq_dir, dtype, device)
     # device_map keeps the weights where dequantized_state made them; without it transformers loads
     # them to the host and .to(device) copies them back (4 s for Phi-3.5 on an H100, BENCHMARKS.md).
-    on_device = {"": device}
-    return model_class.from_pretrained(None, config=config, state_dict=state, dtype=torch_dtype, device_map=on_device)
+    kwargs = {"config": config, "state_dict": state, "dtype": torch_dtype, "device_map": {"": device}}
+    with _no_allocator_warmup():
+        return model_class.from_pretrained(None, **kwargs)
+
+
+@contextmanager
+def _no_allocator_warmup():
+    """With a device_map, transformers first reserves the model's size on the GPU (modeling_utils'
+    caching_allocator_warmup) to speed up copies from disk. Here the weights are on the GPU already:
+    the reservation would only add their size to every later peak (7.6 GB for Phi-3.5)."""
+    from transformers import modeling_utils
+
+    warmup = modeling_utils.caching_allocator_warmup
+    modeling_utils.caching_allocator_warmup = lambda *args, **kwargs: None
+    try:
+        yield
+    finally:
+        modeling_utils.caching_allocator_warmup = warmup
 
 
 def _awq_grid(config: dict, where: Path) -> dict:
