@@ -4,7 +4,7 @@
 #
 #   benchmarks/lab_h200.sh setup  BUNDLE WHEELS OUT   # fresh clone of BUNDLE, make setup TORCH=system, make test-fast
 #   benchmarks/lab_h200.sh build  OUT [PARAMS]        # starts the cold build (LAB_PROFILE=1) in the background
-#   benchmarks/lab_h200.sh wait   OUT [PARAMS]        # waits for it; stage times, peak GPU memory, profiles
+#   benchmarks/lab_h200.sh wait   OUT [PARAMS]        # waits for it; stage times, peak GPU memory (each stage's too), profiles
 #   benchmarks/lab_h200.sh decode OUT [PARAMS] [ARGS] # benchmarks/decode.py --graphs --long --profile ARGS
 #   benchmarks/lab_h200.sh fpa    OUT [PARAMS]        # decode.py --graphs with onnxruntime's TensorRT-LLM int4 GEMV
 #   benchmarks/lab_h200.sh train  OUT [PARAMS]        # benchmarks/train_step.py: a LoRA training step, GPU or host bound
@@ -18,6 +18,7 @@
 set -uo pipefail
 step=$1; shift
 lab=${LAB:-/tmp/lab}
+here=$(cd "$(dirname "$0")" && pwd)  # this script's tools, also for a clone at an older REV
 export DVC_NO_ANALYTICS=1 PYTHONUNBUFFERED=1 NO_COLOR=1 COLUMNS=160
 
 case $step in
@@ -88,10 +89,11 @@ build)
 wait)
     out=$1; params=${2:-params/phi35-h200.yaml}; mkdir -p "$out"; cd "$lab" || exit 1
     for _ in $(seq 560); do [ -e /tmp/build.done ] && break; sleep 1; done
-    cp /tmp/build.log /tmp/gpu_memory.csv "$out/"; tail -30 /tmp/build.log  # the CSV: which stage peaks
+    cp /tmp/build.log /tmp/gpu_memory.csv "$out/"; tail -30 /tmp/build.log
     [ -e /tmp/build.done ] || { echo "still building"; exit 3; }
     echo "cold build: $(cat /tmp/build.done)" | tee -a "$out/summary.txt"
     .venv/bin/python -c "import csv,sys; print('peak GPU memory during the build:', max(int(r[1]) for r in csv.reader(open(sys.argv[1])) if len(r) > 1), 'MiB')" /tmp/gpu_memory.csv | tee -a "$out/summary.txt"
+    .venv/bin/python "$here/gpu_memory.py" /tmp/gpu_memory.csv logs | tee -a "$out/summary.txt"
     name=$(.venv/bin/python -c "import yaml; print(yaml.safe_load(open('$params'))['name'])")
     tar czf "$out/logs.tgz" logs models/metrics/"$name" models/"$name"/onnx-ao/model/genai_config.json 2>/dev/null
     ;;
