@@ -7,7 +7,9 @@ its `save_pretrained` refuses a model loaded that way, so the state dict is writ
 
 from __future__ import annotations
 
+import functools
 import json
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
@@ -35,8 +37,9 @@ def write_checkpoint(gguf: Path, out: Path) -> dict:
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    with _parsed_once():
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     state = model.state_dict()
     if model.config.tie_word_embeddings:
         state.pop("lm_head.weight", None)  # the same tensor as the embeddings; safetensors stores it once
@@ -48,3 +51,20 @@ def write_checkpoint(gguf: Path, out: Path) -> dict:
     model.generation_config.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return config
+
+
+@contextmanager
+def _parsed_once():
+    """transformers parses the whole GGUF file for the config, again for the weights and again for
+    the tokenizer (gguf's reader walks every vocabulary string: ~4 s each for SmolLM2 on 2 cores),
+    and builds gguf's tensor-name table once per module (397 times, ~6 s). Within this block each
+    is made once: the same file's reader and the same table are handed out again."""
+    import gguf as package
+
+    reader, names = package.GGUFReader, package.get_tensor_name_map
+    package.GGUFReader = functools.cache(reader)  # keyed by the path transformers passes
+    package.get_tensor_name_map = functools.cache(names)
+    try:
+        yield
+    finally:
+        package.GGUFReader, package.get_tensor_name_map = reader, names
