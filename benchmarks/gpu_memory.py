@@ -1,4 +1,5 @@
-"""Peak GPU memory while each stage ran: nvidia-smi's per-second samples against the stage logs.
+"""Peak GPU memory during a build and while each stage ran: nvidia-smi's per-second samples against
+the stage logs.
 
 The CSV is `nvidia-smi --query-gpu=timestamp,memory.used --format=csv,noheader,nounits -l 1` written
 during a build (benchmarks/lab_h200.sh build); each stage's log (logs/<stage>.log) starts with its
@@ -47,6 +48,7 @@ def stage_peaks(csv_file: Path, logs: Path) -> dict[str, int]:
 
 def main() -> None:
     csv_file, logs = Path(sys.argv[1]), Path(sys.argv[2])
+    sys.stdout.write(f"peak GPU memory during the build: {max(mib for _, mib in samples(csv_file))} MiB\n")
     for stage, mib in sorted(stage_peaks(csv_file, logs).items(), key=lambda kv: -kv[1]):
         sys.stdout.write(f"{stage:24s} {mib:6d} MiB\n")
 

@@ -92,7 +92,6 @@ wait)
     cp /tmp/build.log /tmp/gpu_memory.csv "$out/"; tail -30 /tmp/build.log
     [ -e /tmp/build.done ] || { echo "still building"; exit 3; }
     echo "cold build: $(cat /tmp/build.done)" | tee -a "$out/summary.txt"
-    .venv/bin/python -c "import csv,sys; print('peak GPU memory during the build:', max(int(r[1]) for r in csv.reader(open(sys.argv[1])) if len(r) > 1), 'MiB')" /tmp/gpu_memory.csv | tee -a "$out/summary.txt"
     .venv/bin/python "$here/gpu_memory.py" /tmp/gpu_memory.csv logs | tee -a "$out/summary.txt"
     name=$(.venv/bin/python -c "import yaml; print(yaml.safe_load(open('$params'))['name'])")
     tar czf "$out/logs.tgz" logs models/metrics/"$name" models/"$name"/onnx-ao/model/genai_config.json 2>/dev/null

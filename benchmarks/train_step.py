@@ -12,7 +12,7 @@ For each: wall ms a step (median of --steps after 3 warm-up steps), and from tor
 steps: GPU kernel time a step, kernels a step and the largest kernels. Kernel time near the wall
 time: the GPU is the limit; far below it: the host is.
 
-Usage: python benchmarks/train_step.py models/<name>/quantize [--device cuda] [--steps 10]
+Usage: python benchmarks/train_step.py models/<name>/awq [--device cuda] [--steps 10]
        [--seq 1024] [--rank 64] [--alpha 16] [--targets qkv_proj o_proj] [--json OUT]
 """
 
@@ -35,9 +35,9 @@ def lora_model(awq_dir: Path, device: str, args):
     from peft import LoraConfig, get_peft_model
 
     from tasks.ml.awq_weights import load_dequantized
+    from tasks.stages.finetune import DTYPES
 
-    dtype = "bfloat16" if device == "cuda" else "float32"
-    model = load_dequantized(awq_dir, dtype, device)
+    model = load_dequantized(awq_dir, DTYPES[device], device)
     for p in model.parameters():
         p.requires_grad = False
     config = LoraConfig(r=args.rank, lora_alpha=args.alpha, lora_dropout=0.05, target_modules=args.targets)

@@ -13,10 +13,12 @@ Both live in 0.15's top-level `quantized_model` module; the bytes are the same
 
 from __future__ import annotations
 
+import contextlib
 import os
 import runpy
 import sys
 from pathlib import Path
+from unittest import mock
 
 
 def pack_on_row(self, tensor, bits: int, transpose: bool, packed_dtype=None):
@@ -75,19 +77,11 @@ def run(args: list[str], cwd: Path) -> None:
     inside this checkout when .venv is in it, so every commit changed the model's bytes. With no
     repository to find (GIT_DIR) it takes the wheel's own commit."""
     patch_old_builder()
-    saved = sys.argv, os.getcwd(), os.environ.get("GIT_DIR")
-    sys.argv = ["builder", *args]
-    os.environ["GIT_DIR"] = str(cwd / "no-repository")
-    os.chdir(cwd)
-    try:
-        runpy.run_module("onnxruntime_genai.models.builder", run_name="__main__", alter_sys=True)
-    except SystemExit as exc:  # its argument parser's refusal: an error of ours, not the user's
-        if exc.code:
-            raise RuntimeError(f"the genai builder refused its arguments {args} (exit {exc.code})") from exc
-    finally:
-        sys.argv = saved[0]
-        os.chdir(saved[1])
-        if saved[2] is None:
-            os.environ.pop("GIT_DIR", None)
-        else:
-            os.environ["GIT_DIR"] = saved[2]
+    argv = mock.patch.object(sys, "argv", ["builder", *args])
+    environment = mock.patch.dict(os.environ, GIT_DIR=str(cwd / "no-repository"))
+    with contextlib.chdir(cwd), argv, environment:
+        try:
+            runpy.run_module("onnxruntime_genai.models.builder", run_name="__main__", alter_sys=True)
+        except SystemExit as exc:  # its argument parser's refusal: an error of ours, not the user's
+            if exc.code:
+                raise RuntimeError(f"the genai builder refused its arguments {args} (exit {exc.code})") from exc

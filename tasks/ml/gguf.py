@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
@@ -53,18 +52,17 @@ def write_checkpoint(gguf: Path, out: Path) -> dict:
     return config
 
 
-@contextmanager
 def _parsed_once():
     """transformers parses the whole GGUF file for the config, again for the weights and again for
     the tokenizer (gguf's reader walks every vocabulary string: ~4 s each for SmolLM2 on 2 cores),
     and builds gguf's tensor-name table once per module (397 times, ~6 s). Within this block each
     is made once: the same file's reader and the same table are handed out again."""
+    from unittest import mock
+
     import gguf as package
 
-    reader, names = package.GGUFReader, package.get_tensor_name_map
-    package.GGUFReader = functools.cache(reader)  # keyed by the path transformers passes
-    package.get_tensor_name_map = functools.cache(names)
-    try:
-        yield
-    finally:
-        package.GGUFReader, package.get_tensor_name_map = reader, names
+    return mock.patch.multiple(
+        package,
+        GGUFReader=functools.cache(package.GGUFReader),  # keyed by the path transformers passes
+        get_tensor_name_map=functools.cache(package.get_tensor_name_map),
+    )
